@@ -1,0 +1,25 @@
+//! The Bayeux (CometD) client: a sans-I/O protocol state machine ([`protocol`]), the transports
+//! that move its JSON arrays ([`transport`]), and the task that drives both for one session
+//! ([`client`]). The rest of chatwatch only sees [`Delivery`] values coming out of it.
+
+pub mod channel;
+pub mod message;
+pub mod protocol;
+pub mod transport;
+pub mod client;
+pub mod backoff;
+
+use serde_json::Value;
+
+/// One message published by the server on a subscribed channel, as handed downstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The concrete channel the message was published on (never a glob).
+    pub channel: String,
+    /// The message's `data`, exactly as received.
+    pub data: Value,
+    /// The delivery's Bayeux `id`, if the server sent one (the publisher's id; not unique).
+    pub id: Option<String>,
+    /// Wall-clock time when the response carrying it was read.
+    pub received_at: time::OffsetDateTime,
+}

@@ -1,0 +1,13 @@
+//! chatwatch: a daemon that listens to Genesys Web Services (GWS) CometD notifications and
+//! delivers every chat state change, typed, to pluggable sinks.
+//!
+//! (architecture essay: filled in below once the pieces land)
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod bayeux;
+pub mod event;
+pub mod gws;
+pub mod sinks;
+pub mod tracker;
