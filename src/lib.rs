@@ -9,5 +9,7 @@
 pub mod bayeux;
 pub mod event;
 pub mod gws;
+pub mod secret;
+pub mod service;
 pub mod sinks;
 pub mod tracker;

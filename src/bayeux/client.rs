@@ -1,1 +1,275 @@
-//! stub
+//! The task that runs one Bayeux session: it drives the sans-I/O [`Protocol`] with the
+//! [`LongPolling`] transport, turns protocol events into log lines and metrics, and hands every
+//! delivery downstream as a [`Delivery`].
+//!
+//! Requests run concurrently in a `FuturesUnordered`: the held `/meta/connect` keeps running while
+//! subscribes travel beside it, and nothing ever drops an in-flight request (no `select!` arm owns
+//! one). Shutdown is an argument: when the token is cancelled the session sends
+//! `/meta/disconnect`, waits for the requests still out (whose deliveries are still handed on),
+//! and returns. When the server refuses the session for good (`reconnect: none`), the task logs
+//! it, waits `reauth_delay`, and starts over with a fresh cookie jar.
+
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::protocol::{Protocol, ProtocolConfig, ProtocolEvent, RequestKind, SessionState};
+use super::transport::{BuildError, HttpSettings, LongPolling};
+use super::Delivery;
+
+/// Everything one session needs.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// The account name, carried in logs and metrics.
+    pub account: String,
+    /// Protocol tunables and the channels to stay subscribed to.
+    pub protocol: ProtocolConfig,
+    /// HTTP settings of the long-polling transport.
+    pub http: HttpSettings,
+    /// Wait before starting over after the server refused the session (`reconnect: none`).
+    pub reauth_delay: Duration,
+}
+
+/// What a session reports about itself, for readiness checks and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionStatus {
+    /// The protocol state.
+    pub state: SessionState,
+    /// Whether every desired channel is subscribed on a connected session.
+    pub subscribed: bool,
+    /// Successful handshakes so far.
+    pub handshakes: u64,
+    /// Times the full subscription set was (re-)applied and confirmed.
+    pub subscription_rounds: u64,
+}
+
+impl Default for SessionStatus {
+    fn default() -> Self {
+        SessionStatus {
+            state: SessionState::Handshaking,
+            subscribed: false,
+            handshakes: 0,
+            subscription_rounds: 0,
+        }
+    }
+}
+
+/// Why a session task stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The transport could not be built (bad CA file, proxy, header).
+    #[error("account {account}: {source}")]
+    Build {
+        /// The account.
+        account: String,
+        /// The cause.
+        #[source]
+        source: BuildError,
+    },
+    /// The receiver of deliveries is gone.
+    #[error("account {account}: the event pipeline has stopped")]
+    PipelineClosed {
+        /// The account.
+        account: String,
+    },
+}
+
+/// Runs one session until `shutdown` is cancelled (then disconnects cleanly) or the pipeline
+/// closes. Deliveries go to `deliveries` in the order they were read; `status` follows the
+/// session state.
+pub async fn run(
+    settings: SessionSettings,
+    deliveries: mpsc::Sender<Delivery>,
+    status: watch::Sender<SessionStatus>,
+    shutdown: CancellationToken,
+) -> Result<(), ClientError> {
+    let account = settings.account.clone();
+    let build = |http: &HttpSettings| {
+        LongPolling::new(http).map_err(|source| ClientError::Build {
+            account: account.clone(),
+            source,
+        })
+    };
+    let mut transport = build(&settings.http)?;
+    let mut proto = Protocol::new(settings.protocol.clone(), Instant::now());
+    let mut inflight = FuturesUnordered::new();
+    let mut shutdown_deadline: Option<Instant> = None;
+    let mut last_state = proto.state();
+    let labels = [("account", account.clone())];
+    info!(account = %account, url = %settings.http.url, channels = ?settings.protocol.channels, "session starting");
+
+    loop {
+        let now = Instant::now();
+        while let Some(req) = proto.poll_transmit(now) {
+            debug!(account = %account, kind = ?req.kind, id = req.id, "sending {}", summarize(&req.messages));
+            let t = transport.clone();
+            let body = req.body();
+            let (id, kind, timeout) = (req.id, req.kind, req.timeout);
+            inflight.push(async move {
+                let started = Instant::now();
+                let result = t.send(body, timeout).await;
+                (id, kind, started, result)
+            });
+        }
+        while let Some(event) = proto.poll_event() {
+            if let ProtocolEvent::Delivery(raw) = event {
+                let delivery = Delivery {
+                    channel: raw.channel,
+                    data: raw.data,
+                    id: raw.id,
+                    received_at: time::OffsetDateTime::now_utc(),
+                };
+                metrics::counter!("chatwatch_bayeux_deliveries_total", &labels).increment(1);
+                if deliveries.send(delivery).await.is_err() {
+                    return Err(ClientError::PipelineClosed { account });
+                }
+                continue;
+            }
+            report(&account, &settings, &event, &status);
+            if let ProtocolEvent::Terminated { .. } = event {
+                // The server refused the session for good. Start over later with a fresh cookie
+                // jar (and, once GWS login exists, fresh credentials).
+                transport = build(&settings.http)?;
+                proto.restart(Instant::now(), settings.reauth_delay);
+            }
+        }
+        let state = proto.state();
+        if state != last_state {
+            info!(account = %account, from = last_state.as_str(), to = state.as_str(), "session state changed");
+            last_state = state;
+        }
+        status.send_if_modified(|s| {
+            let subscribed = proto.is_subscribed();
+            let changed = s.state != state || s.subscribed != subscribed;
+            s.state = state;
+            s.subscribed = subscribed;
+            changed
+        });
+        if proto.is_finished() {
+            info!(account = %account, "session disconnected");
+            return Ok(());
+        }
+        let wake = proto.poll_timeout();
+        tokio::select! {
+            Some((id, kind, started, result)) = inflight.next(), if !inflight.is_empty() => {
+                if kind == RequestKind::Connect {
+                    metrics::histogram!("chatwatch_bayeux_connect_seconds", &labels)
+                        .record(started.elapsed().as_secs_f64());
+                }
+                if let Err(e) = &result {
+                    debug!(account = %account, id, kind = ?kind, error = %e, "request failed");
+                }
+                proto.handle_response(Instant::now(), id, result.as_deref().map_err(Clone::clone));
+            }
+            _ = sleep_until(wake.unwrap_or(now)), if wake.is_some() => {}
+            _ = shutdown.cancelled(), if shutdown_deadline.is_none() => {
+                info!(account = %account, "disconnecting");
+                proto.disconnect();
+                shutdown_deadline = Some(Instant::now() + settings.protocol.max_network_delay);
+            }
+            _ = sleep_until(shutdown_deadline.unwrap_or(now)), if shutdown_deadline.is_some() => {
+                warn!(account = %account, pending = proto.inflight(), "disconnect did not complete in time; giving up on pending requests");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Logs a protocol event (one structured line) and counts it.
+fn report(
+    account: &str,
+    settings: &SessionSettings,
+    event: &ProtocolEvent,
+    status: &watch::Sender<SessionStatus>,
+) {
+    let acct = ("account", account.to_owned());
+    match event {
+        ProtocolEvent::Delivery(_) => {}
+        ProtocolEvent::HandshakeSucceeded {
+            client_id,
+            rehandshake,
+        } => {
+            metrics::counter!(
+                "chatwatch_bayeux_handshakes_total",
+                &[acct, ("result", "ok".to_owned())]
+            )
+            .increment(1);
+            status.send_modify(|s| s.handshakes += 1);
+            info!(account, client_id = %client_id, rehandshake, "handshake succeeded");
+        }
+        ProtocolEvent::HandshakeFailed { error, retry_in } => {
+            metrics::counter!(
+                "chatwatch_bayeux_handshakes_total",
+                &[acct, ("result", "failed".to_owned())]
+            )
+            .increment(1);
+            warn!(account, url = %settings.http.url, error = %error, retry_in = ?retry_in, "handshake failed");
+        }
+        ProtocolEvent::Connected => info!(account, "connected"),
+        ProtocolEvent::ConnectFailed { error, retry_in } => {
+            metrics::counter!("chatwatch_bayeux_connect_failures_total", &[acct]).increment(1);
+            warn!(account, error = %error, retry_in = ?retry_in, "connect failed; retrying");
+        }
+        ProtocolEvent::SessionLost { cause, retry_in } => {
+            metrics::counter!(
+                "chatwatch_bayeux_rehandshakes_total",
+                &[acct, ("cause", cause.as_str().to_owned())]
+            )
+            .increment(1);
+            warn!(account, cause = cause.as_str(), retry_in = ?retry_in, "session lost; handshaking again");
+        }
+        ProtocolEvent::Subscribed { channel } => debug!(account, channel = %channel, "subscribed"),
+        ProtocolEvent::SubscribeFailed {
+            channel,
+            error,
+            retry_in,
+        } => {
+            metrics::counter!("chatwatch_bayeux_subscribe_failures_total", &[acct]).increment(1);
+            warn!(account, channel = %channel, error = %error, retry_in = ?retry_in, "subscribe failed; retrying");
+        }
+        ProtocolEvent::Unsubscribed { channel } => {
+            info!(account, channel = %channel, "unsubscribed")
+        }
+        ProtocolEvent::SubscriptionsComplete {
+            resubscribed,
+            channels,
+        } => {
+            if *resubscribed {
+                metrics::counter!("chatwatch_bayeux_resubscribes_total", &[acct]).increment(1);
+            }
+            status.send_modify(|s| s.subscription_rounds += 1);
+            info!(account, channels, resubscribed, "subscriptions active");
+        }
+        ProtocolEvent::MultipleClients => {
+            warn!(account, "server reports multiple clients sharing one browser cookie; it will slow polling down")
+        }
+        ProtocolEvent::Unroutable { channel } => {
+            metrics::counter!("chatwatch_bayeux_unroutable_total", &[acct]).increment(1);
+            warn!(account, channel = %channel, "dropped a delivery on a channel with no subscription");
+        }
+        ProtocolEvent::InvalidResponse { error } => {
+            metrics::counter!("chatwatch_bayeux_invalid_responses_total", &[acct]).increment(1);
+            warn!(account, error = %error, "invalid response from server");
+        }
+        ProtocolEvent::MismatchedReply { channel, id } => {
+            debug!(account, channel = %channel, id = ?id, "ignored a reply that matches no request")
+        }
+        ProtocolEvent::Terminated { error } => {
+            metrics::counter!("chatwatch_bayeux_terminations_total", &[acct]).increment(1);
+            error!(account, error = %error, restart_in = ?settings.reauth_delay, "server refused the session; starting over later");
+        }
+        ProtocolEvent::Disconnected => debug!(account, "disconnect acknowledged"),
+    }
+}
+
+fn summarize(messages: &[serde_json::Value]) -> String {
+    messages
+        .iter()
+        .filter_map(|m| m.get("channel").and_then(|c| c.as_str()))
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -1,1 +1,312 @@
-//! stub
+//! Moving Bayeux JSON arrays over HTTP long-polling (reqwest with rustls).
+//!
+//! One [`LongPolling`] transport serves one session: it owns that session's cookie jar (CometD's
+//! `BAYEUX_BROWSER`, GWS's `JSESSIONID`), keeps at least two connections per host so a request
+//! never queues behind the held `/meta/connect`, applies the per-request timeout the protocol asks
+//! for, and enforces a maximum response size while reading, so a server that streams without end
+//! cannot exhaust memory. It decides no policy: every failure is reported as a
+//! [`TransportError`] for the protocol to act on.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use url::Url;
+
+use crate::secret::Secret;
+
+/// Why a request produced no usable response body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// No complete response within the request's timeout.
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    /// The connection could not be made (refused, DNS, TLS).
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The server answered with a non-success HTTP status.
+    #[error("HTTP {status}: {body}")]
+    Status {
+        /// The HTTP status code.
+        status: u16,
+        /// The start of the response body, for the log.
+        body: String,
+    },
+    /// The response body exceeded the configured maximum.
+    #[error("response larger than the {limit}-byte limit")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The response body was not a readable Bayeux response.
+    #[error("invalid response: {0}")]
+    Invalid(String),
+    /// Any other I/O failure while sending or reading.
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+/// Why a transport could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The CA file could not be read or parsed.
+    #[error("cannot use CA file {path}: {reason}")]
+    Ca {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The proxy URL was refused.
+    #[error("invalid proxy {url}: {reason}")]
+    Proxy {
+        /// The proxy URL (without credentials).
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A configured header is not a valid HTTP header.
+    #[error("invalid header `{0}`")]
+    Header(String),
+    /// reqwest refused the client configuration.
+    #[error("cannot build HTTP client: {0}")]
+    Client(String),
+}
+
+/// Settings of one long-polling transport.
+#[derive(Clone)]
+pub struct HttpSettings {
+    /// The Bayeux endpoint (e.g. `https://gws.example.com/api/v2/notifications`).
+    pub url: Url,
+    /// HTTP Basic credentials sent on every request, if any.
+    pub basic_auth: Option<(String, Secret)>,
+    /// Extra headers sent on every request (e.g. the GWS CSRF header).
+    pub headers: Vec<(String, Secret)>,
+    /// Largest response body accepted, in bytes.
+    pub max_response_bytes: usize,
+    /// Timeout for establishing a TCP/TLS connection.
+    pub connect_timeout: Duration,
+    /// Idle connections kept per host (at least 2).
+    pub pool_max_idle_per_host: usize,
+    /// Extra trusted CA certificates (PEM bundle).
+    pub ca_file: Option<PathBuf>,
+    /// Accept any server certificate (testing only).
+    pub danger_accept_invalid_certs: bool,
+    /// Send every request through this proxy (`http://`, `https://`, `socks5://` not supported).
+    pub proxy: Option<Url>,
+    /// Ignore `HTTP(S)_PROXY` environment variables.
+    pub no_env_proxy: bool,
+    /// `User-Agent` header.
+    pub user_agent: String,
+}
+
+impl fmt::Debug for HttpSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpSettings")
+            .field("url", &self.url.as_str())
+            .field("basic_auth_user", &self.basic_auth.as_ref().map(|(u, _)| u))
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("ca_file", &self.ca_file)
+            .field("proxy", &self.proxy.as_ref().map(redact_url))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A URL with any password replaced, for logs.
+pub fn redact_url(url: &Url) -> String {
+    let mut u = url.clone();
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    u.to_string()
+}
+
+/// The long-polling transport of one session. Cloning shares the connection pool and cookie jar.
+#[derive(Clone)]
+pub struct LongPolling {
+    client: reqwest::Client,
+    url: Url,
+    max_response_bytes: usize,
+    headers: Arc<HeaderMap>,
+}
+
+impl fmt::Debug for LongPolling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LongPolling")
+            .field("url", &self.url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LongPolling {
+    /// Builds the transport with a fresh cookie jar and connection pool.
+    pub fn new(settings: &HttpSettings) -> Result<LongPolling, BuildError> {
+        let mut builder = reqwest::Client::builder()
+            .cookie_store(true)
+            .connect_timeout(settings.connect_timeout)
+            .pool_max_idle_per_host(settings.pool_max_idle_per_host.max(2))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(settings.user_agent.clone())
+            .tcp_nodelay(true);
+        if let Some(path) = &settings.ca_file {
+            let pem = std::fs::read(path).map_err(|e| BuildError::Ca {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| BuildError::Ca {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            if certs.is_empty() {
+                return Err(BuildError::Ca {
+                    path: path.clone(),
+                    reason: "no PEM certificate found".to_owned(),
+                });
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if settings.danger_accept_invalid_certs {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        if settings.no_env_proxy {
+            builder = builder.no_proxy();
+        }
+        if let Some(proxy) = &settings.proxy {
+            let p = reqwest::Proxy::all(proxy.as_str()).map_err(|e| BuildError::Proxy {
+                url: redact_url(proxy),
+                reason: e.to_string(),
+            })?;
+            builder = builder.proxy(p);
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/json;charset=UTF-8"),
+        );
+        if let Some((user, password)) = &settings.basic_auth {
+            use base64::Engine as _;
+            let token = base64::engine::general_purpose::STANDARD
+                .encode(format!("{user}:{}", password.expose()));
+            let mut value = HeaderValue::from_str(&format!("Basic {token}"))
+                .map_err(|_| BuildError::Header("authorization".to_owned()))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        for (name, value) in &settings.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| BuildError::Header(name.clone()))?;
+            let mut value = HeaderValue::from_str(value.expose())
+                .map_err(|_| BuildError::Header(name.to_string()))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| BuildError::Client(e.to_string()))?;
+        Ok(LongPolling {
+            client,
+            url: settings.url.clone(),
+            max_response_bytes: settings.max_response_bytes,
+            headers: Arc::new(headers),
+        })
+    }
+
+    /// POSTs `body` (a JSON array) and returns the response body, within `timeout`.
+    pub async fn send(&self, body: Vec<u8>, timeout: Duration) -> Result<Bytes, TransportError> {
+        // reqwest's own timeout covers the whole exchange; the outer one is a backstop so that no
+        // future bug in a lower layer can hold a request for ever.
+        match tokio::time::timeout(
+            timeout + Duration::from_secs(1),
+            self.exchange(body, timeout),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(TransportError::Timeout(timeout)),
+        }
+    }
+
+    async fn exchange(&self, body: Vec<u8>, timeout: Duration) -> Result<Bytes, TransportError> {
+        let response = self
+            .client
+            .post(self.url.clone())
+            .headers((*self.headers).clone())
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| classify(e, timeout))?;
+        let status = response.status();
+        if let Some(len) = response.content_length() {
+            if len > self.max_response_bytes as u64 {
+                return Err(TransportError::TooLarge {
+                    limit: self.max_response_bytes,
+                });
+            }
+        }
+        let body = self.read_limited(response, timeout).await?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body[..body.len().min(200)])
+                .trim()
+                .to_owned();
+            return Err(TransportError::Status {
+                status: status.as_u16(),
+                body: text,
+            });
+        }
+        Ok(body)
+    }
+
+    async fn read_limited(
+        &self,
+        mut response: reqwest::Response,
+        timeout: Duration,
+    ) -> Result<Bytes, TransportError> {
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| classify(e, timeout))? {
+            if buf.len() + chunk.len() > self.max_response_bytes {
+                return Err(TransportError::TooLarge {
+                    limit: self.max_response_bytes,
+                });
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    }
+}
+
+fn classify(e: reqwest::Error, timeout: Duration) -> TransportError {
+    // Never echo the URL: reqwest errors may embed it, with credentials if the user put any there.
+    let e = e.without_url();
+    if e.is_timeout() {
+        TransportError::Timeout(timeout)
+    } else if e.is_connect() {
+        TransportError::Connect(error_chain(&e))
+    } else {
+        TransportError::Io(error_chain(&e))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
