@@ -1,0 +1,678 @@
+//! The daemon's configuration: its shape (every field documented, unknown keys refused), loading
+//! from a TOML file with `CHATWATCH__SECTION__KEY` environment overrides, pure validation, and
+//! the resolution of secrets (inline, from an environment variable, or from a file).
+//!
+//! Loading and validation never touch the network. Errors name the file and the key
+//! (`accounts.main.url`), so an operator can fix them without reading code. Secrets are
+//! [`Secret`]s: they print as `***`, so `chatwatch check` can show the effective configuration.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::bayeux::channel;
+use crate::bayeux::protocol::ProtocolConfig;
+use crate::bayeux::transport::HttpSettings;
+use crate::secret::Secret;
+use crate::sinks::SinkConfig;
+
+/// The environment variable prefix; `CHATWATCH__BAYEUX__MAX_BACKOFF=10s` sets `bayeux.max_backoff`.
+pub const ENV_PREFIX: &str = "CHATWATCH";
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed as TOML.
+    #[error("{file}: {message}")]
+    Load {
+        /// The configuration file.
+        file: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A key has a wrong name, type or value.
+    #[error("{file}: key `{key}`: {message}")]
+    Key {
+        /// The configuration file.
+        file: PathBuf,
+        /// The dotted key path.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A cross-field rule is broken.
+    #[error("{file}: {key}: {message}")]
+    Invalid {
+        /// The configuration file.
+        file: PathBuf,
+        /// The dotted key path.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A secret could not be read.
+    #[error("{key}: {message}")]
+    Secret {
+        /// The dotted key path of the secret.
+        key: String,
+        /// Why it could not be read (never the value).
+        message: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The GWS accounts to listen for, by name (`[accounts.<name>]`). Each has its own session,
+    /// cookie jar and chat tracker; the name is carried in every event.
+    #[serde(default)]
+    pub accounts: BTreeMap<String, AccountConfig>,
+    /// Bayeux protocol timing, shared by every account.
+    #[serde(default)]
+    pub bayeux: BayeuxConfig,
+    /// The chat tracker that supplies `previous_state`.
+    #[serde(default)]
+    pub tracker: TrackerConfig,
+    /// chatwatch's own log output.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Where events go, by sink name (`[sinks.<name>]` with a `type`).
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkConfig>,
+    /// Shutdown behaviour.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+}
+
+/// One GWS account: where to connect, as whom, and which channels to follow.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// Set to false to keep the account in the file without running it. Default: true.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Base URL of the GWS server, e.g. `https://gws.example.com:8090`.
+    pub url: Url,
+    /// Path of the CometD endpoint below `url`. Default: `/api/v2/notifications`.
+    #[serde(default = "default_notifications_path")]
+    pub notifications_path: String,
+    /// The agent's user name, sent with HTTP Basic authentication. Default: none.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The password, inline. Prefer `password_env` or `password_file`. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// Name of an environment variable that holds the password. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// Path of a file whose content (without a trailing newline) is the password. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Channels (names or globs `*`, `**`) to stay subscribed to. Default: `["/v2/me/chats"]`.
+    #[serde(default = "default_channels")]
+    pub channels: Vec<String>,
+    /// Extra trusted CA certificates (PEM) for this server. Default: the system roots only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Accept any TLS certificate. Only for a lab; never in production. Default: false.
+    #[serde(default)]
+    pub danger_accept_invalid_certs: bool,
+    /// Send requests through this HTTP(S) proxy. Default: none (but see `use_env_proxy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<Url>,
+    /// Honour `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` from the environment. Default: true.
+    #[serde(default = "yes")]
+    pub use_env_proxy: bool,
+}
+
+/// Bayeux timing. The server's advice overrides `default_timeout` and `default_max_interval`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BayeuxConfig {
+    /// Allowance for the network on every request; a connect may take the server's hold time
+    /// plus this. Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub max_network_delay: Duration,
+    /// Backoff step per consecutive failure. Default: 1s.
+    #[serde(with = "humantime_serde")]
+    pub backoff_increment: Duration,
+    /// Backoff cap. Default: 30s.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Assumed connect hold time until the server advises one. Default: 30s.
+    #[serde(with = "humantime_serde")]
+    pub default_timeout: Duration,
+    /// Assumed session lifetime without a connect until the server advises one. Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub default_max_interval: Duration,
+    /// Wait before starting a new session after the server refused one (`reconnect: none`).
+    /// Default: 60s.
+    #[serde(with = "humantime_serde")]
+    pub reauth_delay: Duration,
+    /// Largest response body accepted, in bytes; larger ones are dropped and the connect
+    /// retried. Default: 8388608 (8 MiB).
+    pub max_response_bytes: usize,
+    /// Timeout for opening a TCP/TLS connection. Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Idle HTTP connections kept per host (at least 2: the held connect plus one). Default: 2.
+    pub connections_per_host: usize,
+}
+
+impl Default for BayeuxConfig {
+    fn default() -> Self {
+        BayeuxConfig {
+            max_network_delay: Duration::from_secs(10),
+            backoff_increment: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            default_timeout: Duration::from_secs(30),
+            default_max_interval: Duration::from_secs(10),
+            reauth_delay: Duration::from_secs(60),
+            max_response_bytes: 8 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            connections_per_host: 2,
+        }
+    }
+}
+
+/// The chat tracker.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackerConfig {
+    /// Most chats remembered per account; beyond it the least recently seen is forgotten (and
+    /// counted in `chatwatch_tracker_evictions_total`). Default: 100000.
+    pub max_chats: usize,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig { max_chats: 100_000 }
+    }
+}
+
+/// Format of chatwatch's own log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// chatwatch's own log output (on standard output).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Level filter in `RUST_LOG` syntax (`info`, `chatwatch=debug`); `RUST_LOG` overrides it.
+    /// Default: `info`.
+    pub level: String,
+    /// `human` or `json`. Default: `human`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
+            format: LogFormat::Human,
+        }
+    }
+}
+
+/// Shutdown behaviour.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long sinks may take to write what is queued when chatwatch stops. Default: 10s.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_notifications_path() -> String {
+    "/api/v2/notifications".to_owned()
+}
+
+fn default_channels() -> Vec<String> {
+    vec!["/v2/me/chats".to_owned()]
+}
+
+impl Config {
+    /// Reads `file`, applies `CHATWATCH__…` overrides from the process environment, and
+    /// validates the result.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// Like [`load`](Self::load), with the environment given explicitly (for tests).
+    pub fn load_with_env(
+        file: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        let built = config::Config::builder()
+            .add_source(
+                config::File::from(file)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            )
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .separator("__")
+                    .source(Some(env)),
+            )
+            .build()
+            .map_err(|e| ConfigError::Load {
+                file: file.to_owned(),
+                message: strip_origin(&e.to_string(), file),
+            })?;
+        let config: Config = serde_path_to_error::deserialize(built).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Key {
+                file: file.to_owned(),
+                key: if key == "." {
+                    "(top level)".to_owned()
+                } else {
+                    key
+                },
+                message: strip_origin(&e.into_inner().to_string(), file),
+            }
+        })?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    /// Cross-field rules that types alone cannot express. Pure: reads no file or variable.
+    pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            key,
+            message,
+        };
+        if !self.accounts.values().any(|a| a.enabled) {
+            return Err(invalid(
+                "accounts".into(),
+                "no enabled account: add an [accounts.<name>] table with at least `url`".into(),
+            ));
+        }
+        for (name, account) in &self.accounts {
+            let key = |field: &str| format!("accounts.{name}.{field}");
+            if !matches!(account.url.scheme(), "http" | "https") {
+                return Err(invalid(
+                    key("url"),
+                    format!(
+                        "scheme must be http or https, not `{}`",
+                        account.url.scheme()
+                    ),
+                ));
+            }
+            if !account.notifications_path.starts_with('/') {
+                return Err(invalid(
+                    key("notifications_path"),
+                    "must start with `/`".into(),
+                ));
+            }
+            if account.channels.is_empty() {
+                return Err(invalid(
+                    key("channels"),
+                    "at least one channel is needed".into(),
+                ));
+            }
+            for ch in &account.channels {
+                channel::validate_pattern(ch)
+                    .map_err(|e| invalid(key("channels"), e.to_string()))?;
+            }
+            let sources = [
+                account.password.is_some(),
+                account.password_env.is_some(),
+                account.password_file.is_some(),
+            ]
+            .iter()
+            .filter(|s| **s)
+            .count();
+            if sources > 1 {
+                return Err(invalid(
+                    key("password"),
+                    "set only one of `password`, `password_env` and `password_file`".into(),
+                ));
+            }
+            if sources == 1 && account.username.is_none() {
+                return Err(invalid(
+                    key("username"),
+                    "a password is set but no username".into(),
+                ));
+            }
+        }
+        let b = &self.bayeux;
+        if b.backoff_increment.is_zero() {
+            return Err(invalid(
+                "bayeux.backoff_increment".into(),
+                "must be greater than 0".into(),
+            ));
+        }
+        if b.max_backoff < b.backoff_increment {
+            return Err(invalid(
+                "bayeux.max_backoff".into(),
+                "must be at least `backoff_increment`".into(),
+            ));
+        }
+        if b.max_network_delay.is_zero() {
+            return Err(invalid(
+                "bayeux.max_network_delay".into(),
+                "must be greater than 0".into(),
+            ));
+        }
+        if b.max_response_bytes < 1024 {
+            return Err(invalid(
+                "bayeux.max_response_bytes".into(),
+                "must be at least 1024".into(),
+            ));
+        }
+        if self.tracker.max_chats == 0 {
+            return Err(invalid(
+                "tracker.max_chats".into(),
+                "must be greater than 0".into(),
+            ));
+        }
+        if tracing_subscriber::EnvFilter::builder()
+            .parse(&self.log.level)
+            .is_err()
+        {
+            return Err(invalid(
+                "log.level".into(),
+                format!("`{}` is not a valid level filter", self.log.level),
+            ));
+        }
+        if self.sinks.is_empty() {
+            return Err(invalid(
+                "sinks".into(),
+                "no sink configured: add e.g. [sinks.console] with type = \"log\"".into(),
+            ));
+        }
+        for (name, sink) in &self.sinks {
+            sink.validate()
+                .map_err(|e| invalid(format!("sinks.{name}"), e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+impl AccountConfig {
+    /// The full URL of the CometD endpoint.
+    pub fn notifications_url(&self) -> Result<Url, url::ParseError> {
+        let mut url = self.url.clone();
+        let base = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&format!("{base}{}", self.notifications_path));
+        Ok(url)
+    }
+
+    /// Reads the password from wherever it is configured. The error names the key, never the
+    /// value.
+    pub fn resolve_password(&self, name: &str) -> Result<Option<Secret>, ConfigError> {
+        if let Some(p) = &self.password {
+            return Ok(Some(p.clone()));
+        }
+        if let Some(var) = &self.password_env {
+            return match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Ok(Some(Secret::new(v))),
+                _ => Err(ConfigError::Secret {
+                    key: format!("accounts.{name}.password_env"),
+                    message: format!("environment variable `{var}` is not set or empty"),
+                }),
+            };
+        }
+        if let Some(path) = &self.password_file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Secret {
+                key: format!("accounts.{name}.password_file"),
+                message: format!("cannot read {}: {e}", path.display()),
+            })?;
+            let value = text
+                .strip_suffix('\n')
+                .map(|t| t.strip_suffix('\r').unwrap_or(t))
+                .unwrap_or(&text);
+            if value.is_empty() {
+                return Err(ConfigError::Secret {
+                    key: format!("accounts.{name}.password_file"),
+                    message: format!("{} is empty", path.display()),
+                });
+            }
+            return Ok(Some(Secret::new(value)));
+        }
+        Ok(None)
+    }
+
+    /// The protocol settings for this account.
+    pub fn protocol_config(&self, bayeux: &BayeuxConfig) -> ProtocolConfig {
+        ProtocolConfig {
+            channels: self.channels.clone(),
+            connection_type: "long-polling".to_owned(),
+            max_network_delay: bayeux.max_network_delay,
+            backoff_increment: bayeux.backoff_increment,
+            max_backoff: bayeux.max_backoff,
+            default_timeout: bayeux.default_timeout,
+            default_max_interval: bayeux.default_max_interval,
+            handshake_ext: None,
+        }
+    }
+
+    /// The HTTP settings for this account, with its password resolved.
+    pub fn http_settings(
+        &self,
+        name: &str,
+        bayeux: &BayeuxConfig,
+    ) -> Result<HttpSettings, ConfigError> {
+        let password = self.resolve_password(name)?;
+        let url = self.notifications_url().map_err(|e| ConfigError::Secret {
+            key: format!("accounts.{name}.notifications_path"),
+            message: e.to_string(),
+        })?;
+        let basic_auth = self
+            .username
+            .as_ref()
+            .map(|u| (u.clone(), password.unwrap_or_default()));
+        Ok(HttpSettings {
+            url,
+            basic_auth,
+            headers: Vec::new(),
+            max_response_bytes: bayeux.max_response_bytes,
+            connect_timeout: bayeux.connect_timeout,
+            pool_max_idle_per_host: bayeux.connections_per_host,
+            ca_file: self.ca_file.clone(),
+            danger_accept_invalid_certs: self.danger_accept_invalid_certs,
+            proxy: self.proxy.clone(),
+            no_env_proxy: !self.use_env_proxy,
+            user_agent: format!("chatwatch/{}", env!("CARGO_PKG_VERSION")),
+        })
+    }
+}
+
+/// The config crate appends "in <file>" to some messages; we name the file ourselves.
+fn strip_origin(message: &str, file: &Path) -> String {
+    message
+        .replace(&format!(" in {}", file.display()), "")
+        .trim()
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const MINIMAL: &str = r#"
+[accounts.main]
+url = "http://127.0.0.1:8080"
+username = "agent1"
+password = "s3cret-value"
+
+[sinks.console]
+type = "log"
+"#;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn minimal_file_gets_documented_defaults() {
+        let f = write(MINIMAL);
+        let c = Config::load_with_env(f.path(), no_env()).unwrap();
+        let a = &c.accounts["main"];
+        assert_eq!(a.channels, vec!["/v2/me/chats"]);
+        assert_eq!(
+            a.notifications_url().unwrap().as_str(),
+            "http://127.0.0.1:8080/api/v2/notifications"
+        );
+        assert_eq!(c.bayeux.max_response_bytes, 8 * 1024 * 1024);
+        assert_eq!(c.bayeux.max_network_delay, Duration::from_secs(10));
+        assert_eq!(c.tracker.max_chats, 100_000);
+    }
+
+    #[test]
+    fn unknown_key_error_names_the_key_and_the_file() {
+        let f = write(&MINIMAL.replace("username", "usernme"));
+        let e = Config::load_with_env(f.path(), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("usernme"), "{e}");
+        assert!(e.contains("accounts.main"), "{e}");
+        assert!(e.contains(&f.path().display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_error_names_the_key() {
+        let f = write(&format!("{MINIMAL}\n[bayeux]\nmax_backoff = \"soon\"\n"));
+        let e = Config::load_with_env(f.path(), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bayeux.max_backoff"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_use_double_underscores() {
+        let f = write(MINIMAL);
+        let env = vec![
+            ("CHATWATCH__BAYEUX__MAX_BACKOFF".to_owned(), "5s".to_owned()),
+            (
+                "CHATWATCH__ACCOUNTS__MAIN__URL".to_owned(),
+                "https://gws.example:8443".to_owned(),
+            ),
+        ];
+        let c = Config::load_with_env(f.path(), env).unwrap();
+        assert_eq!(c.bayeux.max_backoff, Duration::from_secs(5));
+        assert_eq!(c.accounts["main"].url.as_str(), "https://gws.example:8443/");
+        let typo = vec![("CHATWATCH__BAYEUX__MAX_BACKOF".to_owned(), "5s".to_owned())];
+        let e = Config::load_with_env(f.path(), typo)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_backof"), "{e}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let f = write(MINIMAL);
+        let c = Config::load_with_env(f.path(), no_env()).unwrap();
+        let shown = format!("{c:?} {}", toml::to_string(&c).unwrap());
+        assert!(!shown.contains("s3cret-value"), "{shown}");
+        assert!(shown.contains("***"));
+    }
+
+    #[test]
+    fn password_from_file_or_env() {
+        let mut pw = tempfile::NamedTempFile::new().unwrap();
+        pw.write_all(b"from-file\n").unwrap();
+        let text = MINIMAL.replace(
+            "password = \"s3cret-value\"",
+            &format!("password_file = \"{}\"", pw.path().display()),
+        );
+        let f = write(&text);
+        let c = Config::load_with_env(f.path(), no_env()).unwrap();
+        let p = c.accounts["main"]
+            .resolve_password("main")
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.expose(), "from-file");
+
+        let text = MINIMAL.replace(
+            "password = \"s3cret-value\"",
+            "password_env = \"CHATWATCH_TEST_NO_SUCH_VAR\"",
+        );
+        let f = write(&text);
+        let c = Config::load_with_env(f.path(), no_env()).unwrap();
+        let e = c.accounts["main"]
+            .resolve_password("main")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("accounts.main.password_env") && e.contains("CHATWATCH_TEST_NO_SUCH_VAR"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cross_field_rules_are_enforced() {
+        for (text, needle) in [
+            (
+                MINIMAL.replace(
+                    "password = \"s3cret-value\"",
+                    "password = \"a\"\npassword_env = \"X\"",
+                ),
+                "only one of",
+            ),
+            (
+                MINIMAL.replace("[sinks.console]\ntype = \"log\"", ""),
+                "no sink",
+            ),
+            (
+                MINIMAL.replace("url = \"http://", "url = \"ftp://"),
+                "scheme",
+            ),
+            (format!("{MINIMAL}\n[accounts.main.x]\n"), "unknown field"),
+            (
+                MINIMAL.replace(
+                    "password = \"s3cret-value\"",
+                    "channels = [\"/v2/*/chats\"]",
+                ),
+                "glob",
+            ),
+        ] {
+            let f = write(&text);
+            let e = Config::load_with_env(f.path(), no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/chatwatch.toml");
+        let c = Config::load_with_env(&path, no_env()).unwrap();
+        assert!(c.accounts.contains_key("main"));
+    }
+}

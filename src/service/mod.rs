@@ -1,0 +1,165 @@
+//! Running the daemon: configuration ([`config`]), logging setup, and [`run`], which wires one
+//! Bayeux session and one event pipeline per account into the shared sink fan-out, and shuts
+//! everything down in order when asked.
+//!
+//! The path of an event: session task → bounded channel → pipeline task (GWS decode, chat
+//! tracker, event record) → [`Fanout`] → one queue and task per sink. The session never waits on
+//! a sink: the fan-out only ever `try_send`s, and counts what a full queue refuses.
+
+pub mod config;
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::bayeux::client::{self, SessionSettings, SessionStatus};
+use crate::bayeux::Delivery;
+use crate::event::Event;
+use crate::sinks::Fanout;
+use crate::tracker::ChatTracker;
+use config::{Config, ConfigError, LogFormat};
+
+/// Deliveries buffered between a session and its pipeline.
+const PIPELINE_CAPACITY: usize = 4096;
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The configuration cannot be used.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A sink could not be built.
+    #[error("{0}")]
+    Sink(#[from] crate::sinks::SinkError),
+    /// A session transport could not be built.
+    #[error("{0}")]
+    Session(#[from] client::ClientError),
+}
+
+/// Installs the global tracing subscriber: `RUST_LOG` if set, else the configured level; human
+/// or JSON lines on standard output.
+pub fn init_logging(log: &config::LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    let _ = match log.format {
+        LogFormat::Human => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Handles on a running daemon, for tests and the CLI.
+#[derive(Debug)]
+pub struct Running {
+    /// Each enabled account's session status, by account name.
+    pub status: Vec<(String, watch::Receiver<SessionStatus>)>,
+}
+
+/// Runs the daemon described by `config` until `shutdown` is cancelled: sessions disconnect,
+/// pipelines drain into the sinks, sinks flush within `shutdown.drain_timeout`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServiceError> {
+    run_with(config, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `started` once every session task is spawned.
+pub async fn run_with(
+    config: Config,
+    shutdown: CancellationToken,
+    started: impl FnOnce(Running),
+) -> Result<(), ServiceError> {
+    // Build everything that can fail on configuration before starting anything.
+    let mut sessions = Vec::new();
+    for (name, account) in config.accounts.iter().filter(|(_, a)| a.enabled) {
+        let http = account.http_settings(name, &config.bayeux)?;
+        // Fail fast on a bad CA file or proxy: the same construction the session will do.
+        crate::bayeux::transport::LongPolling::new(&http).map_err(|source| {
+            client::ClientError::Build {
+                account: name.clone(),
+                source,
+            }
+        })?;
+        sessions.push(SessionSettings {
+            account: name.clone(),
+            protocol: account.protocol_config(&config.bayeux),
+            http,
+            reauth_delay: config.bayeux.reauth_delay,
+        });
+    }
+    let fanout = Arc::new(Fanout::new(config.sinks.clone().into_iter().collect()).await?);
+    info!(
+        accounts = sessions.len(),
+        sinks = ?fanout.sink_names().collect::<Vec<_>>(),
+        "chatwatch started"
+    );
+
+    let session_stop = shutdown.child_token();
+    let mut session_tasks = JoinSet::new();
+    let mut pipeline_tasks = JoinSet::new();
+    let mut statuses = Vec::new();
+    for settings in sessions {
+        let (tx, rx) = mpsc::channel(PIPELINE_CAPACITY);
+        let (status_tx, status_rx) = watch::channel(SessionStatus::default());
+        statuses.push((settings.account.clone(), status_rx));
+        let account = settings.account.clone();
+        pipeline_tasks.spawn(pipeline(
+            account,
+            rx,
+            fanout.clone(),
+            config.tracker.max_chats,
+        ));
+        session_tasks.spawn(client::run(settings, tx, status_tx, session_stop.clone()));
+    }
+    started(Running { status: statuses });
+
+    let mut first_error = None;
+    while let Some(joined) = session_tasks.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                error!(error = %e, "session stopped");
+                first_error.get_or_insert(ServiceError::Session(e));
+            }
+            Err(e) => error!(error = %e, "session task failed"),
+        }
+    }
+    // Every session has disconnected and dropped its sender: pipelines finish what they hold.
+    while pipeline_tasks.join_next().await.is_some() {}
+    match Arc::try_unwrap(fanout) {
+        Ok(fanout) => {
+            let report = fanout.shutdown(config.shutdown.drain_timeout).await;
+            if !report.is_clean() {
+                error!(report = ?report, "some sinks did not finish writing before the drain timeout");
+            }
+        }
+        Err(_) => error!("sinks still referenced at shutdown; not drained"),
+    }
+    info!("chatwatch stopped");
+    first_error.map_or(Ok(()), Err)
+}
+
+/// One account's pipeline: decode, track, build the event record, hand it to the sinks.
+async fn pipeline(
+    account: String,
+    mut rx: mpsc::Receiver<Delivery>,
+    fanout: Arc<Fanout>,
+    max_chats: usize,
+) {
+    let mut tracker = ChatTracker::new(max_chats);
+    while let Some(delivery) = rx.recv().await {
+        let event = Event::from_delivery(&account, &delivery, &mut tracker);
+        metrics::counter!(
+            "chatwatch_events_total",
+            "account" => account.clone(),
+            "kind" => event.kind.as_str()
+        )
+        .increment(1);
+        fanout.send(Arc::new(event));
+    }
+}
