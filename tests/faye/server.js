@@ -131,8 +131,9 @@ function applyFault(req, res) {
   req.on('error', () => {});
   req.on('end', () => {
     if (mode === '500') {
-      res.writeHead(500, { 'Content-Type': 'text/plain' });
-      res.end('Internal Server Error (injected fault)\n');
+      const body = 'Internal Server Error (injected fault)\n';
+      res.writeHead(500, { 'Content-Type': 'text/plain', 'Content-Length': Buffer.byteLength(body) });
+      res.end(body);
     } else if (mode === 'garbage') {
       const body = 'this is not json{{';
       res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) });
@@ -232,6 +233,7 @@ async function controlPublish(body) {
   const withId = body.with_id === undefined ? true : body.with_id;
   if (typeof withId !== 'boolean') throw new BadRequest('"with_id" must be a boolean');
 
+  const t0 = process.hrtime.bigint();
   for (let i = 0; i < count; i++) {
     const seq = start + i;
     const data = template !== null ? JSON.parse(template) : {
@@ -247,6 +249,8 @@ async function controlPublish(body) {
     engine.publish(message);
     if (delayMs > 0 && i + 1 < count) await sleep(delayMs);
   }
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  log(`published ${count} to ${channel} (seq ${start}..${start + count - 1}) in ${ms.toFixed(1)} ms`);
   return { published: count };
 }
 
@@ -303,7 +307,7 @@ function controlFault(body) {
 }
 
 function handleControl(req, res) {
-  const path = new URL(req.url, 'http://localhost').pathname.replace(/\/+$/, '');
+  const path = new URL(req.url, 'http://localhost').pathname.replace(/(.)\/+$/, '$1');
   const route = req.method + ' ' + path;
   const reply = (status, obj) => { if (!res.headersSent) sendJson(res, status, obj); };
 
@@ -325,9 +329,8 @@ function handleControl(req, res) {
       }
       case 'POST /control/shutdown':
         req.resume();
-        log('shutdown requested');
-        res.on('finish', () => process.exit(0));
-        setTimeout(() => process.exit(0), 500).unref();
+        res.on('finish', () => exitNow('shutdown requested'));
+        setTimeout(() => exitNow('shutdown requested (reply not flushed)'), 500).unref();
         return reply(200, { shutting_down: true });
       default:
         req.resume();
