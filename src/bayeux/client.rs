@@ -99,6 +99,7 @@ pub async fn run(
     let mut inflight = FuturesUnordered::new();
     let mut shutdown_deadline: Option<Instant> = None;
     let mut last_state = proto.state();
+    let mut listening = false;
     let labels = [("account", account.clone())];
     info!(account = %account, url = %settings.http.url, channels = ?settings.protocol.channels, "session starting");
 
@@ -142,8 +143,16 @@ pub async fn run(
             info!(account = %account, from = last_state.as_str(), to = state.as_str(), "session state changed");
             last_state = state;
         }
+        let subscribed = proto.is_subscribed();
+        if subscribed != listening {
+            listening = subscribed;
+            if listening {
+                info!(account = %account, channels = ?settings.protocol.channels, "listening: connected and subscribed");
+            } else {
+                info!(account = %account, state = state.as_str(), "not listening until the session recovers");
+            }
+        }
         status.send_if_modified(|s| {
-            let subscribed = proto.is_subscribed();
             let changed = s.state != state || s.subscribed != subscribed;
             s.state = state;
             s.subscribed = subscribed;

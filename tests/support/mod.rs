@@ -1,0 +1,343 @@
+//! Test harness shared by the integration tests: a real Faye server (from `tests/faye`, installed
+//! with `npm ci --prefix tests/faye`) on 127.0.0.1, driven through its side door, and the real
+//! `chatwatch` binary with a generated configuration, its log and its JSON Lines output.
+//!
+//! Every wait is a condition polled against a deadline; nothing sleeps for a fixed long time.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+/// How long any single wait may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A Faye server process.
+pub struct Faye {
+    child: Option<Child>,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    http: reqwest::Client,
+}
+
+impl Faye {
+    /// Starts Faye on `port` (0: any free port) with the given connect hold time in seconds.
+    pub fn start(port: u16, timeout_secs: u32) -> Faye {
+        let script = repo().join("tests/faye/server.js");
+        assert!(
+            repo().join("tests/faye/node_modules/faye").exists(),
+            "Faye is not installed: run `npm ci --prefix tests/faye` (the README test command does)"
+        );
+        let mut child = Command::new("node")
+            .arg(&script)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--timeout", &timeout_secs.to_string()])
+            .arg("--die-with-stdin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node must be installed to run the Faye peer");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let port: u16 = line
+            .trim()
+            .strip_prefix("LISTENING ")
+            .unwrap_or_else(|| panic!("Faye did not start: {line:?}"))
+            .parse()
+            .unwrap();
+        Faye {
+            child: Some(child),
+            port,
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let r = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "side door {path}: {}", r.status());
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+    }
+
+    /// Publishes `count` chat events with `seq` = `start..start+count`, in order.
+    pub async fn publish(&self, start: u64, count: u64) {
+        let r = self.post("/control/publish", json!({"channel": "/v2/me/chats", "start": start, "count": count})).await;
+        assert_eq!(r["published"], count);
+    }
+
+    /// Publishes one message with the given `data` on `channel`.
+    pub async fn publish_data(&self, channel: &str, data: Value) {
+        self.post("/control/publish", json!({"channel": channel, "count": 1, "start": 0, "data": data})).await;
+    }
+
+    /// Makes the server forget every session.
+    pub async fn drop_sessions(&self) -> u64 {
+        self.post("/control/drop-sessions", json!({})).await["dropped"].as_u64().unwrap()
+    }
+
+    /// Arms a fault for the next `count` Bayeux requests.
+    pub async fn fault(&self, mode: &str, count: u32, size_bytes: u64) {
+        self.post("/control/fault", json!({"mode": mode, "count": count, "size_bytes": size_bytes})).await;
+    }
+
+    /// The side door's view of sessions and counters.
+    pub async fn state(&self) -> Value {
+        let r = self.http.get(self.url("/control/state")).send().await.unwrap();
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+    }
+
+    /// Number of sessions currently subscribed to `/v2/me/chats`.
+    pub async fn subscribed_clients(&self) -> usize {
+        let s = self.state().await;
+        s["subscriptions"]
+            .as_object()
+            .map(|m| {
+                m.values()
+                    .filter(|v| v.as_array().is_some_and(|a| a.iter().any(|c| c == "/v2/me/chats")))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Kills the server with SIGKILL and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Faye {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The chatwatch binary running `run` with a generated configuration.
+pub struct Daemon {
+    child: Option<Child>,
+    /// Working directory holding the config, the log and the event file.
+    pub dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// The configuration used by the tests, pointing at `port`; `extra` is appended verbatim.
+    pub fn config(port: u16, dir: &Path, extra: &str) -> String {
+        format!(
+            r#"
+[accounts.main]
+url = "http://127.0.0.1:{port}"
+username = "agent1"
+password = "test-password-not-for-logs"
+use_env_proxy = false
+
+[bayeux]
+max_network_delay = "2s"
+backoff_increment = "100ms"
+max_backoff = "1s"
+default_max_interval = "2s"
+reauth_delay = "1s"
+{extra}
+
+[log]
+level = "info,chatwatch=debug"
+format = "json"
+
+[sinks.events]
+type = "file"
+path = "{events}"
+fsync = "never"
+queue_capacity = 100000
+"#,
+            events = dir.join("events.jsonl").display()
+        )
+    }
+
+    /// Starts `chatwatch run` against the server on `port`. `bayeux_extra` lines go into the
+    /// `[bayeux]` table.
+    pub fn start(port: u16, bayeux_extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("chatwatch.toml");
+        std::fs::write(&config, Self::config(port, dir.path(), bayeux_extra)).unwrap();
+        Self::start_with_config(dir, &config)
+    }
+
+    /// Starts `chatwatch run --config <config>`; the log goes to `dir/chatwatch.log`.
+    pub fn start_with_config(dir: tempfile::TempDir, config: &Path) -> Daemon {
+        let log = std::fs::File::create(dir.path().join("chatwatch.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_chatwatch"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        Daemon { child: Some(child), dir }
+    }
+
+    /// The event file.
+    pub fn events_path(&self) -> PathBuf {
+        self.dir.path().join("events.jsonl")
+    }
+
+    /// Complete lines of the event file, parsed.
+    pub fn events(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.events_path()).unwrap_or_default();
+        text.split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+            .collect()
+    }
+
+    /// The daemon's log lines (JSON), parsed; unparseable lines are kept as strings.
+    pub fn log(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.dir.path().join("chatwatch.log")).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| Value::String(l.to_owned())))
+            .collect()
+    }
+
+    /// The raw log text.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("chatwatch.log")).unwrap_or_default()
+    }
+
+    /// How many log lines have this `message`.
+    pub fn count_log(&self, message: &str) -> usize {
+        self.log().iter().filter(|l| l["message"] == message).count()
+    }
+
+    /// Waits until the log has more than `after` lines with this `message`.
+    pub async fn wait_log(&self, message: &str, after: usize) {
+        let deadline = Instant::now() + DEADLINE;
+        while self.count_log(message) <= after {
+            assert!(self.running(), "chatwatch exited; log:\n{}", self.log_text());
+            assert!(Instant::now() < deadline, "no new {message:?} in the log:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until some log line contains `needle`.
+    pub async fn wait_log_text(&self, needle: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        while !self.log_text().contains(needle) {
+            assert!(Instant::now() < deadline, "no {needle:?} in the log:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the session is connected and subscribed for the `n`-th time.
+    pub async fn wait_listening(&self, n: usize) {
+        self.wait_log("listening: connected and subscribed", n - 1).await;
+    }
+
+    /// Waits until the event file holds at least `n` complete lines, and returns them.
+    pub async fn wait_events(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let events = self.events();
+            if events.len() >= n {
+                return events;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} events arrived; log:\n{}",
+                events.len(),
+                tail(&self.log_text(), 40)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&self) -> bool {
+        // `try_wait` needs `&mut`; ask the kernel instead.
+        self.child
+            .as_ref()
+            .is_some_and(|c| Path::new(&format!("/proc/{}", c.id())).exists() && !is_zombie(c.id()))
+    }
+
+    /// Sends a signal (`INT`, `TERM`, `KILL`).
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id();
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub async fn wait_exit(&mut self) -> Option<i32> {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "chatwatch did not exit; log:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        .unwrap_or(true)
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Asserts that `events` carry `seq` exactly `0..n` in order (no loss, no duplicate, no
+/// reordering) and returns nothing.
+pub fn assert_sequence(events: &[Value], n: u64) {
+    let seqs: Vec<u64> = events.iter().map(|e| e["data"]["seq"].as_u64().expect("seq")).collect();
+    let expected: Vec<u64> = (0..n).collect();
+    if seqs != expected {
+        let first_bad = seqs.iter().zip(&expected).position(|(a, b)| a != b);
+        panic!(
+            "got {} events, expected {n}; first difference at index {first_bad:?}: {:?}",
+            seqs.len(),
+            first_bad.map(|i| &seqs[i.saturating_sub(2)..(i + 3).min(seqs.len())])
+        );
+    }
+}
