@@ -1,0 +1,516 @@
+//! Which events a sink receives.
+//!
+//! This module owns [`FilterConfig`], the `filter = { ... }` table every sink accepts, and the
+//! Bayeux channel glob matcher [`channel_matches`]. A filter is a conjunction of lists: every
+//! non-empty list must match the event (AND across lists) and a list matches when any of its
+//! entries does (OR within a list). A filter with every list empty accepts every event. Names
+//! are compared exactly (case-sensitive), as the server spells them, so `"LeftChat"` and
+//! `"leftchat"` are different states. Filtering is evaluated by the fan-out before an event is
+//! queued, so a sink never spends queue space on events it does not want.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Event, EventKind};
+
+use super::SinkError;
+
+/// Which events a sink receives; `filter = { entered_states = ["LeftChat"] }` delivers only the
+/// moments a chat enters `LeftChat`.
+///
+/// Every non-empty list must match (AND across lists); within a list any entry may match (OR).
+/// All lists empty (the default) means every event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilterConfig {
+    /// Event kinds to accept: `chat_state`, `message_log`, `error`, `other`, `undecodable`.
+    /// Empty: any kind.
+    pub kinds: Vec<EventKind>,
+    /// GWS `messageType` values to accept, e.g. `"ChatStateChangeMessage"`,
+    /// `"MessageLogUpdated"`. An event without a message type never matches a non-empty list.
+    /// Empty: any message type, including none.
+    pub message_types: Vec<String>,
+    /// GWS `notificationType` values to accept, e.g. `"StatusChange"`, `"ParticipantsUpdated"`.
+    /// An event without a notification type never matches a non-empty list. Empty: any.
+    pub notification_types: Vec<String>,
+    /// Chat states to accept: the event's `chat.state` must be one of them (`"Invited"`,
+    /// `"Chatting"`, `"LeftChat"`, `"Completed"`, `"Revoked"`, `"JoinFailed"`, or any other
+    /// value the server sends). This matches every notification about a chat in that state,
+    /// including participant and property updates; use `entered_states` for transitions.
+    /// Empty: any state, including none.
+    pub states: Vec<String>,
+    /// Chat states whose *entry* to accept: `chat.state` is one of them and differs from
+    /// `chat.previous_state` (a chat the tracker has not seen before, with no previous state,
+    /// counts as entering its state). Repeated notifications in the same state do not match.
+    /// Empty: no transition required.
+    pub entered_states: Vec<String>,
+    /// Bayeux channels to accept, exactly or by glob: `/v2/me/*` matches exactly one more
+    /// segment (`/v2/me/chats`), `/v2/me/**` one or more (`/v2/me/chats/x`). A glob is only
+    /// allowed as the whole last segment. Empty: any channel.
+    pub channels: Vec<String>,
+}
+
+impl FilterConfig {
+    /// Whether every list is empty, i.e. the filter accepts every event.
+    pub fn is_empty(&self) -> bool {
+        self.kinds.is_empty()
+            && self.message_types.is_empty()
+            && self.notification_types.is_empty()
+            && self.states.is_empty()
+            && self.entered_states.is_empty()
+            && self.channels.is_empty()
+    }
+
+    /// Checks the filter without touching anything outside it: rejects empty names and
+    /// malformed channel patterns. The error names the offending field, e.g.
+    /// `filter.channels[1]`.
+    pub fn validate(&self) -> Result<(), SinkError> {
+        let names = [
+            ("message_types", &self.message_types),
+            ("notification_types", &self.notification_types),
+            ("states", &self.states),
+            ("entered_states", &self.entered_states),
+            ("channels", &self.channels),
+        ];
+        for (field, list) in names {
+            for (i, value) in list.iter().enumerate() {
+                if value.is_empty() {
+                    return Err(SinkError::invalid(
+                        format!("filter.{field}[{i}]"),
+                        "must not be empty",
+                    ));
+                }
+            }
+        }
+        for (i, pattern) in self.channels.iter().enumerate() {
+            if let Err(reason) = check_channel_pattern(pattern) {
+                return Err(SinkError::invalid(
+                    format!("filter.channels[{i}]"),
+                    format!("`{pattern}` is not a valid channel pattern: {reason}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `event` passes this filter.
+    pub fn matches(&self, event: &Event) -> bool {
+        if !self.kinds.is_empty() && !self.kinds.contains(&event.kind) {
+            return false;
+        }
+        if !self.message_types.is_empty()
+            && !contains(&self.message_types, event.message_type.as_deref())
+        {
+            return false;
+        }
+        if !self.notification_types.is_empty()
+            && !contains(
+                &self.notification_types,
+                event.notification_type.as_ref().map(|t| t.as_str()),
+            )
+        {
+            return false;
+        }
+        let chat = event.chat.as_ref();
+        let state = chat.and_then(|c| c.state.as_ref()).map(|s| s.as_str());
+        if !self.states.is_empty() && !contains(&self.states, state) {
+            return false;
+        }
+        if !self.entered_states.is_empty() {
+            let previous = chat
+                .and_then(|c| c.previous_state.as_ref())
+                .map(|s| s.as_str());
+            let entered = match state {
+                Some(s) => previous != Some(s) && contains(&self.entered_states, Some(s)),
+                None => false,
+            };
+            if !entered {
+                return false;
+            }
+        }
+        if !self.channels.is_empty()
+            && !self
+                .channels
+                .iter()
+                .any(|pattern| channel_matches(pattern, &event.channel))
+        {
+            return false;
+        }
+        true
+    }
+}
+
+/// Whether `value` is present and one of `list` (exact comparison).
+fn contains(list: &[String], value: Option<&str>) -> bool {
+    value.is_some_and(|v| list.iter().any(|entry| entry == v))
+}
+
+/// Checks a channel pattern: it starts with `/`, has no empty segment, and uses `*` or `**`
+/// only as the whole last segment.
+fn check_channel_pattern(pattern: &str) -> Result<(), &'static str> {
+    let Some(rest) = pattern.strip_prefix('/') else {
+        return Err("it must start with `/`");
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    let last = segments.len() - 1;
+    for (i, segment) in segments.iter().enumerate() {
+        if segment.is_empty() {
+            return Err("it has an empty segment");
+        }
+        if segment.contains('*') {
+            if i != last {
+                return Err("a glob is only allowed as the last segment");
+            }
+            if *segment != "*" && *segment != "**" {
+                return Err("a glob must be the whole segment, `*` or `**`");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether the Bayeux channel `channel` matches `pattern`.
+///
+/// A pattern is a channel name (exact, case-sensitive match) or a channel name whose last
+/// segment is a glob: `*` matches exactly one more non-empty segment, `**` one or more. So
+/// `/v2/me/*` matches `/v2/me/chats` but neither `/v2/me` nor `/v2/me/chats/1`, while
+/// `/v2/me/**` matches both `/v2/me/chats` and `/v2/me/chats/1`. Pure; never panics. Patterns
+/// that [`FilterConfig::validate`] would reject are compared literally.
+pub fn channel_matches(pattern: &str, channel: &str) -> bool {
+    if check_channel_pattern(pattern).is_err() {
+        return pattern == channel;
+    }
+    let (prefix, glob) = match pattern.rsplit_once('/') {
+        Some((prefix, "*")) => (prefix, Glob::One),
+        Some((prefix, "**")) => (prefix, Glob::Many),
+        _ => return pattern == channel,
+    };
+    // `prefix` is "" for a pattern like `/*`, else "/a/b".
+    let Some(rest) = channel.strip_prefix(prefix) else {
+        return false;
+    };
+    let Some(rest) = rest.strip_prefix('/') else {
+        return false;
+    };
+    let mut segments = rest.split('/');
+    match glob {
+        Glob::One => segments.next().is_some_and(|s| !s.is_empty()) && segments.next().is_none(),
+        Glob::Many => segments.all(|s| !s.is_empty()),
+    }
+}
+
+/// The two glob forms a channel pattern may end with.
+enum Glob {
+    /// `*`: exactly one segment.
+    One,
+    /// `**`: one or more segments.
+    Many,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::ChatRecord;
+    use crate::gws::notification::{ChatState, NotificationType};
+
+    fn event(channel: &str, state: Option<&str>, previous: Option<&str>) -> Event {
+        Event {
+            schema: crate::event::SCHEMA.to_owned(),
+            event_id: "0190a000-0000-7000-8000-000000000001".to_owned(),
+            fingerprint: "00".repeat(16),
+            received_at: time::OffsetDateTime::UNIX_EPOCH,
+            account: "agent1".to_owned(),
+            channel: channel.to_owned(),
+            kind: EventKind::ChatState,
+            message_type: Some("ChatStateChangeMessage".to_owned()),
+            notification_type: Some(NotificationType::StatusChange),
+            reference_id: None,
+            chat: Some(ChatRecord {
+                id: Some("chat-1".to_owned()),
+                state: state.map(ChatState::from),
+                previous_state: previous.map(ChatState::from),
+                ..ChatRecord::default()
+            }),
+            messages: None,
+            error_message: None,
+            decode_error: None,
+            data: serde_json::json!({}),
+        }
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn channel_exact_match_is_case_sensitive() {
+        assert!(channel_matches("/v2/me/chats", "/v2/me/chats"));
+        assert!(!channel_matches("/v2/me/chats", "/v2/me/Chats"));
+        assert!(!channel_matches("/v2/me/chats", "/v2/me/chats/1"));
+        assert!(!channel_matches("/v2/me/chats", "/v2/me"));
+    }
+
+    #[test]
+    fn channel_single_glob_matches_exactly_one_segment() {
+        assert!(channel_matches("/v2/me/*", "/v2/me/chats"));
+        assert!(channel_matches("/v2/me/*", "/v2/me/calls"));
+        assert!(!channel_matches("/v2/me/*", "/v2/me"));
+        assert!(!channel_matches("/v2/me/*", "/v2/me/"));
+        assert!(!channel_matches("/v2/me/*", "/v2/me/chats/1"));
+        assert!(!channel_matches("/v2/me/*", "/v2/meow/chats"));
+        assert!(!channel_matches("/v2/me/*", "/v2/you/chats"));
+    }
+
+    #[test]
+    fn channel_double_glob_matches_one_or_more_segments() {
+        assert!(channel_matches("/v2/me/**", "/v2/me/chats"));
+        assert!(channel_matches("/v2/me/**", "/v2/me/chats/1/messages"));
+        assert!(!channel_matches("/v2/me/**", "/v2/me"));
+        assert!(!channel_matches("/v2/me/**", "/v2/me/"));
+        assert!(!channel_matches("/v2/me/**", "/v2/me/chats//x"));
+        assert!(!channel_matches("/v2/me/**", "/v2/meow/chats"));
+    }
+
+    #[test]
+    fn channel_root_globs() {
+        assert!(channel_matches("/*", "/v2"));
+        assert!(!channel_matches("/*", "/v2/me"));
+        assert!(channel_matches("/**", "/v2/me/chats"));
+        assert!(!channel_matches("/**", "/"));
+    }
+
+    #[test]
+    fn channel_malformed_patterns_compare_literally_without_panicking() {
+        assert!(!channel_matches("", "/v2"));
+        assert!(channel_matches("", ""));
+        assert!(!channel_matches("v2/*", "/v2/me"));
+        assert!(!channel_matches("/v2/*/me", "/v2/x/me"));
+        assert!(!channel_matches("/v2/me*", "/v2/meow"));
+        assert!(channel_matches("/v2/me*", "/v2/me*"));
+    }
+
+    #[test]
+    fn empty_filter_matches_everything() {
+        let filter = FilterConfig::default();
+        assert!(filter.is_empty());
+        assert!(filter.matches(&event("/v2/me/chats", Some("Chatting"), None)));
+        let mut bare = event("/x", None, None);
+        bare.chat = None;
+        bare.message_type = None;
+        bare.notification_type = None;
+        bare.kind = EventKind::Other;
+        assert!(filter.matches(&bare));
+    }
+
+    #[test]
+    fn kinds_filter() {
+        let filter = FilterConfig {
+            kinds: vec![EventKind::Error, EventKind::ChatState],
+            ..FilterConfig::default()
+        };
+        assert!(filter.matches(&event("/v2/me/chats", Some("Chatting"), None)));
+        let mut other = event("/v2/me/chats", None, None);
+        other.kind = EventKind::MessageLog;
+        assert!(!filter.matches(&other));
+    }
+
+    #[test]
+    fn message_types_filter_requires_a_message_type() {
+        let filter = FilterConfig {
+            message_types: strings(&["MessageLogUpdated", "ChatStateChangeMessage"]),
+            ..FilterConfig::default()
+        };
+        let mut ev = event("/v2/me/chats", Some("Chatting"), None);
+        assert!(filter.matches(&ev));
+        ev.message_type = Some("chatstatechangemessage".to_owned());
+        assert!(!filter.matches(&ev), "matching is case-sensitive");
+        ev.message_type = None;
+        assert!(!filter.matches(&ev));
+    }
+
+    #[test]
+    fn notification_types_filter() {
+        let filter = FilterConfig {
+            notification_types: strings(&["ParticipantsUpdated"]),
+            ..FilterConfig::default()
+        };
+        let mut ev = event("/v2/me/chats", Some("Chatting"), None);
+        assert!(!filter.matches(&ev));
+        ev.notification_type = Some(NotificationType::ParticipantsUpdated);
+        assert!(filter.matches(&ev));
+        ev.notification_type = Some(NotificationType::from("SomethingNew"));
+        assert!(!filter.matches(&ev));
+        ev.notification_type = None;
+        assert!(!filter.matches(&ev));
+        let unknown = FilterConfig {
+            notification_types: strings(&["SomethingNew"]),
+            ..FilterConfig::default()
+        };
+        ev.notification_type = Some(NotificationType::from("SomethingNew"));
+        assert!(
+            unknown.matches(&ev),
+            "unknown values are matched by their spelling"
+        );
+    }
+
+    #[test]
+    fn states_filter_matches_current_state_regardless_of_transition() {
+        let filter = FilterConfig {
+            states: strings(&["LeftChat", "Completed"]),
+            ..FilterConfig::default()
+        };
+        assert!(filter.matches(&event("/c", Some("LeftChat"), Some("Chatting"))));
+        assert!(filter.matches(&event("/c", Some("LeftChat"), Some("LeftChat"))));
+        assert!(filter.matches(&event("/c", Some("Completed"), None)));
+        assert!(!filter.matches(&event("/c", Some("Chatting"), Some("LeftChat"))));
+        assert!(!filter.matches(&event("/c", None, Some("LeftChat"))));
+        let mut no_chat = event("/c", None, None);
+        no_chat.chat = None;
+        assert!(!filter.matches(&no_chat));
+    }
+
+    #[test]
+    fn entered_states_filter_requires_a_transition() {
+        let filter = FilterConfig {
+            entered_states: strings(&["LeftChat"]),
+            ..FilterConfig::default()
+        };
+        assert!(filter.matches(&event("/c", Some("LeftChat"), Some("Chatting"))));
+        assert!(
+            filter.matches(&event("/c", Some("LeftChat"), None)),
+            "an unknown previous state counts as a transition"
+        );
+        assert!(!filter.matches(&event("/c", Some("LeftChat"), Some("LeftChat"))));
+        assert!(!filter.matches(&event("/c", Some("Completed"), Some("LeftChat"))));
+        assert!(!filter.matches(&event("/c", None, Some("Chatting"))));
+        assert!(!filter.matches(&event("/c", Some("leftchat"), Some("Chatting"))));
+        let mut no_chat = event("/c", None, None);
+        no_chat.chat = None;
+        assert!(!filter.matches(&no_chat));
+    }
+
+    #[test]
+    fn channels_filter_is_or_within_the_list() {
+        let filter = FilterConfig {
+            channels: strings(&["/v2/me/chats", "/v2/other/**"]),
+            ..FilterConfig::default()
+        };
+        assert!(filter.matches(&event("/v2/me/chats", None, None)));
+        assert!(filter.matches(&event("/v2/other/a/b", None, None)));
+        assert!(!filter.matches(&event("/v2/me/calls", None, None)));
+    }
+
+    #[test]
+    fn lists_are_anded() {
+        let filter = FilterConfig {
+            kinds: vec![EventKind::ChatState],
+            channels: strings(&["/v2/me/*"]),
+            entered_states: strings(&["LeftChat"]),
+            ..FilterConfig::default()
+        };
+        assert!(filter.matches(&event("/v2/me/chats", Some("LeftChat"), Some("Chatting"))));
+        assert!(!filter.matches(&event("/v2/you/chats", Some("LeftChat"), Some("Chatting"))));
+        assert!(!filter.matches(&event("/v2/me/chats", Some("Chatting"), Some("Invited"))));
+        let mut wrong_kind = event("/v2/me/chats", Some("LeftChat"), Some("Chatting"));
+        wrong_kind.kind = EventKind::Undecodable;
+        assert!(!filter.matches(&wrong_kind));
+    }
+
+    #[test]
+    fn validate_accepts_good_filters() {
+        let filter = FilterConfig {
+            kinds: vec![EventKind::ChatState],
+            message_types: strings(&["ChatStateChangeMessage"]),
+            notification_types: strings(&["StatusChange"]),
+            states: strings(&["Chatting"]),
+            entered_states: strings(&["LeftChat"]),
+            channels: strings(&["/v2/me/chats", "/v2/me/*", "/v2/**", "/*"]),
+        };
+        assert!(filter.validate().is_ok());
+        assert!(FilterConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn validate_rejects_empty_names_naming_the_field() {
+        for (field, filter) in [
+            (
+                "filter.message_types[0]",
+                FilterConfig {
+                    message_types: strings(&[""]),
+                    ..FilterConfig::default()
+                },
+            ),
+            (
+                "filter.notification_types[1]",
+                FilterConfig {
+                    notification_types: strings(&["StatusChange", ""]),
+                    ..FilterConfig::default()
+                },
+            ),
+            (
+                "filter.states[0]",
+                FilterConfig {
+                    states: strings(&[""]),
+                    ..FilterConfig::default()
+                },
+            ),
+            (
+                "filter.entered_states[0]",
+                FilterConfig {
+                    entered_states: strings(&[""]),
+                    ..FilterConfig::default()
+                },
+            ),
+            (
+                "filter.channels[0]",
+                FilterConfig {
+                    channels: strings(&[""]),
+                    ..FilterConfig::default()
+                },
+            ),
+        ] {
+            let err = filter.validate().expect_err(field).to_string();
+            assert!(err.contains(field), "{err:?} should name {field}");
+            assert!(err.contains("empty"), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn validate_rejects_malformed_channel_patterns() {
+        for pattern in [
+            "v2/me",
+            "/",
+            "/v2//me",
+            "/v2/me/",
+            "/v2/*/chats",
+            "/v2/me*",
+            "/v2/***",
+            "/**/x",
+        ] {
+            let filter = FilterConfig {
+                channels: strings(&["/ok", pattern]),
+                ..FilterConfig::default()
+            };
+            let err = filter.validate().expect_err(pattern).to_string();
+            assert!(err.contains("filter.channels[1]"), "{err:?}");
+            assert!(err.contains(pattern), "{err:?} should quote {pattern}");
+        }
+    }
+
+    #[test]
+    fn deserializes_from_json_and_rejects_unknown_keys() {
+        let filter: FilterConfig =
+            serde_json::from_str(r#"{"entered_states": ["LeftChat"], "kinds": ["chat_state"]}"#)
+                .expect("valid filter");
+        assert_eq!(filter.entered_states, strings(&["LeftChat"]));
+        assert_eq!(filter.kinds, vec![EventKind::ChatState]);
+        assert!(filter.channels.is_empty());
+        let err = serde_json::from_str::<FilterConfig>(r#"{"state": ["LeftChat"]}"#)
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("state"), "{err}");
+        let err = serde_json::from_str::<FilterConfig>(r#"{"kinds": ["ChatState"]}"#)
+            .expect_err("unknown kind")
+            .to_string();
+        assert!(err.contains("ChatState"), "{err}");
+    }
+}

@@ -1,0 +1,471 @@
+//! The `log` sink: every event as one `tracing` event with target `chatwatch::event`.
+//!
+//! This module owns [`LogSinkConfig`] and the rendering of an [`Event`] into a tracing event.
+//! The `human` format records the key fields (account, channel, kind, message and notification
+//! type, chat id, state, previous state, reference id, event id) as tracing fields with a short
+//! message such as `chat LeftChat (was Chatting)`; the `json` format records one field, `event`,
+//! holding the complete event as a single JSON line, so a JSON subscriber prints one line per
+//! event that a log shipper can parse back into the record. Where the line ends up (stdout,
+//! journald) is the subscriber's business, configured by the service.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{Event, EventKind};
+use crate::gws::notification::ReferenceId;
+
+use super::{
+    default_queue_capacity, delivered_counter, failed_counter, validate_queue_capacity,
+    FilterConfig, RunningSink, SinkError,
+};
+
+/// The tracing target every log sink emits on.
+pub const EVENT_TARGET: &str = "chatwatch::event";
+
+/// How the log sink renders an event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Key fields as tracing fields and a short message (`chat LeftChat (was Chatting)`).
+    #[default]
+    Human,
+    /// One field, `event`, holding the full event as one JSON line.
+    Json,
+}
+
+/// The tracing level the log sink emits at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    /// `TRACE`.
+    Trace,
+    /// `DEBUG`.
+    Debug,
+    /// `INFO`.
+    #[default]
+    Info,
+    /// `WARN`.
+    Warn,
+    /// `ERROR`.
+    Error,
+}
+
+/// `type = "log"`: writes each event to the process log through `tracing`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSinkConfig {
+    /// `"human"` (default): the key fields as structured fields and a one-line summary;
+    /// `"json"`: a single field `event` with the whole event as one JSON line.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// The level of the emitted lines: `"trace"`, `"debug"`, `"info"` (default), `"warn"` or
+    /// `"error"`. Lines below the subscriber's level are discarded by it, not by this sink.
+    #[serde(default)]
+    pub level: LogLevel,
+    /// How many events may wait for this sink before new ones are dropped for it (counted in
+    /// `chatwatch_sink_dropped_events_total{cause="queue_full"}`). Default 10000.
+    #[serde(
+        default = "default_queue_capacity",
+        deserialize_with = "super::lenient::usize"
+    )]
+    pub queue_capacity: usize,
+    /// Which events this sink receives; default: all.
+    #[serde(default)]
+    pub filter: FilterConfig,
+}
+
+impl Default for LogSinkConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            level: LogLevel::default(),
+            queue_capacity: default_queue_capacity(),
+            filter: FilterConfig::default(),
+        }
+    }
+}
+
+impl LogSinkConfig {
+    /// Checks the configuration; pure.
+    pub fn validate(&self) -> Result<(), SinkError> {
+        validate_queue_capacity(self.queue_capacity)?;
+        self.filter.validate()
+    }
+
+    /// Validates, then spawns the sink's task on the current tokio runtime.
+    pub async fn build(&self, name: &str) -> Result<RunningSink, SinkError> {
+        self.validate().map_err(|e| e.in_sink(name))?;
+        let (queue, mut rx) = mpsc::channel::<Arc<Event>>(self.queue_capacity);
+        let (done_tx, done) = oneshot::channel();
+        let delivered = delivered_counter(name);
+        let failed = failed_counter(name, "encode");
+        let (format, level) = (self.format, self.level);
+        let sink = name.to_owned();
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                if emit(&sink, format, level, &event) {
+                    delivered.increment(1);
+                } else {
+                    failed.increment(1);
+                }
+            }
+            let _ = done_tx.send(());
+        });
+        Ok(RunningSink::new(
+            name,
+            self.filter.clone(),
+            queue,
+            done,
+            CancellationToken::new().drop_guard(),
+        ))
+    }
+}
+
+/// Emits one tracing event at a level chosen at run time (the tracing macros need a constant).
+macro_rules! event_at {
+    ($level:expr, $($rest:tt)+) => {
+        match $level {
+            LogLevel::Trace => tracing::trace!(target: EVENT_TARGET, $($rest)+),
+            LogLevel::Debug => tracing::debug!(target: EVENT_TARGET, $($rest)+),
+            LogLevel::Info => tracing::info!(target: EVENT_TARGET, $($rest)+),
+            LogLevel::Warn => tracing::warn!(target: EVENT_TARGET, $($rest)+),
+            LogLevel::Error => tracing::error!(target: EVENT_TARGET, $($rest)+),
+        }
+    };
+}
+
+/// Emits `event` as one tracing event; false when it could not be rendered (json only; logged).
+pub(crate) fn emit(sink: &str, format: LogFormat, level: LogLevel, event: &Event) -> bool {
+    match format {
+        LogFormat::Json => match serde_json::to_string(event) {
+            Ok(line) => {
+                event_at!(level, event = %line);
+                true
+            }
+            Err(error) => {
+                tracing::error!(
+                    target: super::TARGET,
+                    sink = %sink,
+                    event_id = %event.event_id,
+                    %error,
+                    "cannot encode the event as JSON"
+                );
+                false
+            }
+        },
+        LogFormat::Human => {
+            let chat = event.chat.as_ref();
+            let state = chat.and_then(|c| c.state.as_ref()).map(|s| s.as_str());
+            let previous_state = chat
+                .and_then(|c| c.previous_state.as_ref())
+                .map(|s| s.as_str());
+            let reference_id = event.reference_id.as_ref().map(|r| match r {
+                ReferenceId::Number(n) => n.to_string(),
+                ReferenceId::Text(t) => t.clone(),
+            });
+            event_at!(
+                level,
+                sink = %sink,
+                account = %event.account,
+                channel = %event.channel,
+                kind = event.kind.as_str(),
+                message_type = event.message_type.as_deref(),
+                notification_type = event.notification_type.as_ref().map(|t| t.as_str()),
+                chat_id = chat.and_then(|c| c.id.as_deref()),
+                state,
+                previous_state,
+                reference_id = reference_id.as_deref(),
+                event_id = %event.event_id,
+                "{}",
+                summary(event)
+            );
+            true
+        }
+    }
+}
+
+/// The one-line message of the human format.
+pub(crate) fn summary(event: &Event) -> String {
+    let chat = event.chat.as_ref();
+    let state = chat.and_then(|c| c.state.as_ref());
+    let previous = chat.and_then(|c| c.previous_state.as_ref());
+    let notification = event.notification_type.as_ref().map(|t| t.as_str());
+    match event.kind {
+        EventKind::ChatState => match (state, previous) {
+            (Some(s), Some(p)) if s == p => match notification {
+                Some(n) => format!("chat {s} ({n})"),
+                None => format!("chat {s} (unchanged)"),
+            },
+            (Some(s), Some(p)) => format!("chat {s} (was {p})"),
+            (Some(s), None) => format!("chat {s} (new)"),
+            (None, _) => format!("chat {}", notification.unwrap_or("notification")),
+        },
+        EventKind::MessageLog => {
+            let n = event.messages.as_ref().map_or(0, Vec::len);
+            format!(
+                "chat transcript: {n} new message{}",
+                if n == 1 { "" } else { "s" }
+            )
+        }
+        EventKind::Error => format!(
+            "GWS error: {}",
+            event.error_message.as_deref().unwrap_or("(no message)")
+        ),
+        EventKind::Other => format!(
+            "notification {}",
+            event.message_type.as_deref().unwrap_or("(no messageType)")
+        ),
+        EventKind::Undecodable => format!(
+            "undecodable {}: {}",
+            event.message_type.as_deref().unwrap_or("notification"),
+            event.decode_error.as_deref().unwrap_or("unknown error")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::event::ChatRecord;
+    use crate::gws::notification::{ChatState, NotificationType};
+    use crate::sinks::{Fanout, SinkConfig};
+
+    /// A tracing writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Capture {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    /// Installs `subscriber` for this thread so that captures are reliable under parallel tests.
+    ///
+    /// tracing caches each callsite's interest process-wide, computed on the thread that first
+    /// hits it; a sibling test without a subscriber would cache `never` and blind this capture.
+    /// A process-wide inert registry keeps every callsite at least `sometimes` interested, and
+    /// the rebuild re-evaluates callsites registered before this install.
+    fn capture_with(
+        subscriber: impl tracing::Subscriber + Send + Sync,
+    ) -> tracing::subscriber::DefaultGuard {
+        static ANCHOR: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+        ANCHOR.get_or_init(|| tracing::Dispatch::new(tracing_subscriber::registry()));
+        let guard = tracing::subscriber::set_default(subscriber);
+        tracing::callsite::rebuild_interest_cache();
+        guard
+    }
+
+    fn event(state: &str, previous: Option<&str>) -> Event {
+        Event {
+            schema: crate::event::SCHEMA.to_owned(),
+            event_id: "0190a000-0000-7000-8000-00000000abcd".to_owned(),
+            fingerprint: "ab".repeat(16),
+            received_at: time::OffsetDateTime::UNIX_EPOCH,
+            account: "agent7".to_owned(),
+            channel: "/v2/me/chats".to_owned(),
+            kind: EventKind::ChatState,
+            message_type: Some("ChatStateChangeMessage".to_owned()),
+            notification_type: Some(NotificationType::StatusChange),
+            reference_id: Some(ReferenceId::Number(42)),
+            chat: Some(ChatRecord {
+                id: Some("00048aAPEQJ8001F".to_owned()),
+                state: Some(ChatState::from(state)),
+                previous_state: previous.map(ChatState::from),
+                ..ChatRecord::default()
+            }),
+            messages: None,
+            error_message: None,
+            decode_error: None,
+            data: serde_json::json!({"messageType": "ChatStateChangeMessage"}),
+        }
+    }
+
+    fn human_subscriber(capture: &Capture) -> impl tracing::Subscriber + Send + Sync {
+        let capture = capture.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || capture.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .finish()
+    }
+
+    #[test]
+    fn human_format_records_key_fields_and_summary() {
+        let capture = Capture::default();
+        {
+            let _guard = capture_with(human_subscriber(&capture));
+            assert!(emit(
+                "console",
+                LogFormat::Human,
+                LogLevel::Info,
+                &event("LeftChat", Some("Chatting"))
+            ));
+        }
+        let text = capture.text();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        for needle in [
+            " INFO ",
+            "chatwatch::event",
+            "chat LeftChat (was Chatting)",
+            "sink=console",
+            "account=agent7",
+            "channel=/v2/me/chats",
+            "kind=\"chat_state\"",
+            "message_type=\"ChatStateChangeMessage\"",
+            "notification_type=\"StatusChange\"",
+            "chat_id=\"00048aAPEQJ8001F\"",
+            "state=\"LeftChat\"",
+            "previous_state=\"Chatting\"",
+            "reference_id=\"42\"",
+            "event_id=0190a000-0000-7000-8000-00000000abcd",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in {text}");
+        }
+    }
+
+    #[test]
+    fn human_format_omits_absent_fields_and_honours_level() {
+        let capture = Capture::default();
+        let mut ev = event("Invited", None);
+        ev.reference_id = None;
+        {
+            let _guard = capture_with(human_subscriber(&capture));
+            emit("console", LogFormat::Human, LogLevel::Warn, &ev);
+        }
+        let text = capture.text();
+        assert!(text.contains(" WARN "), "{text}");
+        assert!(text.contains("chat Invited (new)"), "{text}");
+        assert!(!text.contains("previous_state"), "{text}");
+        assert!(!text.contains("reference_id"), "{text}");
+    }
+
+    #[test]
+    fn json_format_is_one_line_that_parses_back_into_the_event() {
+        let capture = Capture::default();
+        let ev = event("Completed", Some("LeftChat"));
+        let subscriber = {
+            let capture = capture.clone();
+            tracing_subscriber::fmt()
+                .json()
+                .with_writer(move || capture.clone())
+                .with_max_level(tracing::Level::TRACE)
+                .finish()
+        };
+        {
+            let _guard = capture_with(subscriber);
+            assert!(emit("console", LogFormat::Json, LogLevel::Debug, &ev));
+        }
+        let text = capture.text();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let line: serde_json::Value = serde_json::from_str(text.trim_end()).expect("JSON line");
+        assert_eq!(line["level"], "DEBUG");
+        assert_eq!(line["target"], EVENT_TARGET);
+        let fields = line["fields"].as_object().expect("fields");
+        assert_eq!(fields.len(), 1, "only the event field: {fields:?}");
+        let inner = fields["event"].as_str().expect("event is a string");
+        assert!(!inner.contains('\n'));
+        let parsed: Event = serde_json::from_str(inner).expect("event JSON");
+        assert_eq!(parsed, ev);
+    }
+
+    #[test]
+    fn summaries_for_every_kind() {
+        assert_eq!(
+            summary(&event("LeftChat", Some("Chatting"))),
+            "chat LeftChat (was Chatting)"
+        );
+        let mut same = event("Chatting", Some("Chatting"));
+        same.notification_type = Some(NotificationType::ParticipantsUpdated);
+        assert_eq!(summary(&same), "chat Chatting (ParticipantsUpdated)");
+        let mut log = event("Chatting", None);
+        log.kind = EventKind::MessageLog;
+        log.messages = Some(vec![serde_json::json!({}), serde_json::json!({})]);
+        assert_eq!(summary(&log), "chat transcript: 2 new messages");
+        let mut err = event("Chatting", None);
+        err.kind = EventKind::Error;
+        err.error_message = Some("Invalid operation".to_owned());
+        assert_eq!(summary(&err), "GWS error: Invalid operation");
+        let mut other = event("Chatting", None);
+        other.kind = EventKind::Other;
+        other.message_type = Some("CallStateChanged".to_owned());
+        assert_eq!(summary(&other), "notification CallStateChanged");
+        let mut bad = event("Chatting", None);
+        bad.kind = EventKind::Undecodable;
+        bad.decode_error = Some("chat is not an object".to_owned());
+        assert_eq!(
+            summary(&bad),
+            "undecodable ChatStateChangeMessage: chat is not an object"
+        );
+    }
+
+    #[test]
+    fn config_validation() {
+        assert!(LogSinkConfig::default().validate().is_ok());
+        let zero = LogSinkConfig {
+            queue_capacity: 0,
+            ..LogSinkConfig::default()
+        };
+        let err = zero.validate().expect_err("zero capacity").to_string();
+        assert!(err.contains("queue_capacity"), "{err}");
+        let json: LogSinkConfig =
+            serde_json::from_str(r#"{"format": "json", "level": "warn"}"#).expect("valid");
+        assert_eq!((json.format, json.level), (LogFormat::Json, LogLevel::Warn));
+        let err = serde_json::from_str::<LogSinkConfig>(r#"{"level": "loud"}"#)
+            .expect_err("bad level")
+            .to_string();
+        assert!(err.contains("loud"), "{err}");
+    }
+
+    #[test]
+    fn fanout_delivers_filtered_events_through_the_log_sink() {
+        let capture = Capture::default();
+        let _guard = capture_with(human_subscriber(&capture));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let report = runtime.block_on(async {
+            let config = SinkConfig::Log(LogSinkConfig {
+                filter: FilterConfig {
+                    entered_states: vec!["LeftChat".to_owned()],
+                    ..FilterConfig::default()
+                },
+                ..LogSinkConfig::default()
+            });
+            let fanout = Fanout::new(vec![("left".to_owned(), config)])
+                .await
+                .expect("build");
+            fanout.send(Arc::new(event("Chatting", Some("Invited"))));
+            fanout.send(Arc::new(event("LeftChat", Some("Chatting"))));
+            fanout.send(Arc::new(event("LeftChat", Some("LeftChat"))));
+            fanout.shutdown(Duration::from_secs(5)).await
+        });
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!(report.finished, vec!["left".to_owned()]);
+        let text = capture.text();
+        let events: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("chatwatch::event"))
+            .collect();
+        assert_eq!(events.len(), 1, "{text}");
+        assert!(events[0].contains("chat LeftChat (was Chatting)"), "{text}");
+    }
+}
