@@ -6,8 +6,14 @@
 //! never rejects an unknown state, capability, notification type or field: the enums below keep an
 //! unseen value verbatim in their `Other(String)` variant, so what the server sends is what the
 //! sinks see.
+//!
+//! [`decode`] is the one entry point: it dispatches on `data.messageType` (§7), tolerates every
+//! missing field, and fails with a [`DecodeError`] only when a field the model reads has a JSON type
+//! it cannot be read as (a `chat` that is a string, `capabilities` that is not an array, ...). The
+//! caller keeps the raw payload either way, so nothing the server sent is lost.
 
 use serde_json::{Map, Value};
+use thiserror::Error;
 
 /// Declares a string enum with known variants and an `Other(String)` fallback that keeps unknown
 /// values verbatim. Serialises to and from the plain string.
@@ -180,7 +186,11 @@ pub struct Participant {
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub participant_type: Option<ParticipantType>,
     /// The participant's id within the chat.
-    #[serde(rename = "participantId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "participantId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub participant_id: Option<String>,
     /// Any other fields the server sent (`uri`, `visibility`, `path`, ...), kept verbatim.
     #[serde(flatten)]
@@ -271,4 +281,774 @@ pub enum Notification {
         /// `data.messageType`, when present.
         message_type: Option<String>,
     },
+}
+
+/// The `messageType` of a chat state change (§3.2).
+pub const CHAT_STATE_CHANGE_MESSAGE: &str = "ChatStateChangeMessage";
+
+/// The `messageType` of a transcript update (§3.7).
+pub const MESSAGE_LOG_UPDATED: &str = "MessageLogUpdated";
+
+/// Why a notification payload could not be read as the type its `messageType` names.
+///
+/// Unknown fields and unknown enum values never cause one; only a field the model reads that has
+/// the wrong JSON type does (or a `data` that is not an object at all). `field` is a path rooted at
+/// the delivery's `data` (for example `data.chat.participants[1]`).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DecodeError {
+    /// The delivery's `data` is not a JSON object.
+    #[error("notification data is {found}, expected a JSON object")]
+    NotAnObject {
+        /// The JSON type found instead (`an array`, `a string`, ...).
+        found: &'static str,
+    },
+    /// A field the model reads has a JSON type it cannot be read as.
+    #[error("`{field}` is {found}, expected {expected}")]
+    WrongType {
+        /// Where the field is, rooted at `data` (`data.chat.capabilities[2]`).
+        field: String,
+        /// What the model expected there (`an object`, `an array`, `a string`, ...).
+        expected: &'static str,
+        /// The JSON type found instead.
+        found: &'static str,
+    },
+}
+
+/// Decodes a Bayeux delivery's `data` into a [`Notification`] (§3, §5, §7).
+///
+/// Dispatch, on the notification object (the `{"data":{...}}` form of the PropertiesUpdated doc
+/// sample is unwrapped one level, see [`notification_root`]):
+///
+/// - `messageType: "ChatStateChangeMessage"` → [`Notification::ChatStateChange`], except that an
+///   `Error` notification without a `chat` becomes [`Notification::Error`];
+/// - `messageType: "MessageLogUpdated"` → [`Notification::MessageLogUpdated`];
+/// - no `messageType` but `notificationType: "Error"` → [`Notification::Error`] (CancelConsult);
+/// - anything else → [`Notification::Other`], with the `messageType` kept verbatim.
+///
+/// Every field is optional and `null` counts as absent. An `Err` means a field the model reads has
+/// a JSON type it cannot be read as; see [`DecodeError`]. Never panics.
+pub fn decode(data: &Value) -> Result<Notification, DecodeError> {
+    let (root, obj) = root_of(data).ok_or(DecodeError::NotAnObject {
+        found: json_type(data),
+    })?;
+    let message_type = opt_str(obj.get("messageType")).map_err(|m| m.at(root, "messageType"))?;
+    match message_type {
+        Some(CHAT_STATE_CHANGE_MESSAGE) => decode_chat_state_change(root, obj),
+        Some(MESSAGE_LOG_UPDATED) => {
+            decode_message_log(root, obj).map(Notification::MessageLogUpdated)
+        }
+        Some(other) => Ok(Notification::Other {
+            message_type: Some(other.to_owned()),
+        }),
+        None if is_error_type(obj) => decode_error(root, obj, None).map(Notification::Error),
+        None => Ok(Notification::Other { message_type: None }),
+    }
+}
+
+/// The object that carries the notification fields of a delivery's `data`: `data` itself, or, when
+/// `data` has neither `messageType` nor `notificationType` but holds an object `data` that has one
+/// of them (the PropertiesUpdated doc sample), that inner object. `None` when `data` is not an
+/// object.
+pub fn notification_root(data: &Value) -> Option<&Map<String, Value>> {
+    root_of(data).map(|(_, obj)| obj)
+}
+
+/// `messageType` of a delivery's `data` (after [`notification_root`]), when it is a string.
+/// Lenient: never fails, for labelling events that could not be decoded.
+pub fn message_type(data: &Value) -> Option<&str> {
+    notification_root(data)?.get("messageType")?.as_str()
+}
+
+/// The last path segment of a URI or path (`http://h/api/v2/chats/<id>`, `/chats/<id>/`,
+/// `.../<id>?x=1`), ignoring the query, the fragment and trailing slashes. `None` when the URI has
+/// no non-empty path segment.
+pub fn last_path_segment(uri: &str) -> Option<&str> {
+    let end = uri.find(['?', '#']).unwrap_or(uri.len());
+    let mut path = &uri[..end];
+    if let Some(scheme_end) = path.find("://") {
+        let authority_and_path = &path[scheme_end + 3..];
+        path = &authority_and_path[authority_and_path.find('/')?..];
+    }
+    let segment = path.trim_end_matches('/').rsplit('/').next()?;
+    (!segment.is_empty()).then_some(segment)
+}
+
+/// The notification object and the path it sits at, for error messages.
+fn root_of(data: &Value) -> Option<(&'static str, &Map<String, Value>)> {
+    let obj = data.as_object()?;
+    if present(obj, "messageType") || present(obj, "notificationType") {
+        return Some(("data", obj));
+    }
+    match obj.get("data") {
+        Some(Value::Object(inner))
+            if present(inner, "messageType") || present(inner, "notificationType") =>
+        {
+            Some(("data.data", inner))
+        }
+        _ => Some(("data", obj)),
+    }
+}
+
+/// Whether `key` is present with a non-null value.
+fn present(obj: &Map<String, Value>, key: &str) -> bool {
+    obj.get(key).is_some_and(|v| !v.is_null())
+}
+
+/// Whether `notificationType` is the string `Error`.
+fn is_error_type(obj: &Map<String, Value>) -> bool {
+    obj.get("notificationType").and_then(Value::as_str) == Some("Error")
+}
+
+/// Decodes a `ChatStateChangeMessage` (or, for an `Error` without a chat, an error notification).
+fn decode_chat_state_change(
+    root: &str,
+    obj: &Map<String, Value>,
+) -> Result<Notification, DecodeError> {
+    let notification_type = opt_str(obj.get("notificationType"))
+        .map_err(|m| m.at(root, "notificationType"))?
+        .map(NotificationType::from);
+    let chat = opt_object(obj.get("chat")).map_err(|m| m.at(root, "chat"))?;
+    if chat.is_none() && notification_type == Some(NotificationType::Error) {
+        return decode_error(root, obj, Some(CHAT_STATE_CHANGE_MESSAGE)).map(Notification::Error);
+    }
+    let reference_id =
+        opt_reference_id(obj.get("referenceId")).map_err(|m| m.at(root, "referenceId"))?;
+    let error_message = opt_str(obj.get("errorMessage"))
+        .map_err(|m| m.at(root, "errorMessage"))?
+        .map(str::to_owned);
+    let chat = match chat {
+        Some(chat) => decode_chat(root, chat)?,
+        None => Chat::default(),
+    };
+    Ok(Notification::ChatStateChange(ChatStateChange {
+        notification_type,
+        chat,
+        reference_id,
+        error_message,
+    }))
+}
+
+/// Decodes the chat resource `data.chat` (§3.3).
+fn decode_chat(root: &str, chat: &Map<String, Value>) -> Result<Chat, DecodeError> {
+    let at = |field: &'static str| move |m: Mismatch| m.at_chat(root, field);
+    let uri = opt_str(chat.get("uri")).map_err(at("uri"))?;
+    let id = opt_str(chat.get("id"))
+        .map_err(at("id"))?
+        .filter(|id| !id.is_empty())
+        .or_else(|| uri.and_then(last_path_segment))
+        .map(str::to_owned);
+    let state = opt_str(chat.get("state"))
+        .map_err(at("state"))?
+        .map(ChatState::from);
+    let capabilities = match opt_array(chat.get("capabilities")).map_err(at("capabilities"))? {
+        Some(items) => Some(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Value::String(s) => Ok(Capability::from(s.as_str())),
+                    other => Err(Mismatch::new("a string", other).at_item(root, "capabilities", i)),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        None => None,
+    };
+    let participants = match opt_array(chat.get("participants")).map_err(at("participants"))? {
+        Some(items) => Some(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| decode_participant(root, i, item))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        None => None,
+    };
+    let user_data = opt_object(chat.get("userData"))
+        .map_err(at("userData"))?
+        .cloned();
+    Ok(Chat {
+        id,
+        state,
+        capabilities,
+        participants,
+        user_data,
+        uri: uri.map(str::to_owned),
+    })
+}
+
+/// Decodes `chat.participants[index]`; fields other than the three typed ones go to `extra`.
+fn decode_participant(root: &str, index: usize, item: &Value) -> Result<Participant, DecodeError> {
+    let Value::Object(fields) = item else {
+        return Err(Mismatch::new("an object", item).at_item(root, "participants", index));
+    };
+    let mut participant = Participant {
+        nickname: None,
+        participant_type: None,
+        participant_id: None,
+        extra: Map::new(),
+    };
+    for (key, value) in fields {
+        let text = || {
+            opt_str(Some(value))
+                .map_err(|m| m.at_path(format!("{root}.chat.participants[{index}].{key}")))
+        };
+        match key.as_str() {
+            "nickname" => participant.nickname = text()?.map(str::to_owned),
+            "type" => participant.participant_type = text()?.map(ParticipantType::from),
+            "participantId" => participant.participant_id = text()?.map(str::to_owned),
+            _ => {
+                participant.extra.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    Ok(participant)
+}
+
+/// Decodes a `MessageLogUpdated` (§3.7); the chat id comes from `chatPath`, else `chatUri`.
+fn decode_message_log(
+    root: &str,
+    obj: &Map<String, Value>,
+) -> Result<MessageLogUpdated, DecodeError> {
+    let notification_type = opt_str(obj.get("notificationType"))
+        .map_err(|m| m.at(root, "notificationType"))?
+        .map(NotificationType::from);
+    let reference_id =
+        opt_reference_id(obj.get("referenceId")).map_err(|m| m.at(root, "referenceId"))?;
+    let chat_uri = opt_str(obj.get("chatUri")).map_err(|m| m.at(root, "chatUri"))?;
+    let chat_path = opt_str(obj.get("chatPath")).map_err(|m| m.at(root, "chatPath"))?;
+    let messages = match opt_array(obj.get("messages")).map_err(|m| m.at(root, "messages"))? {
+        Some(items) => {
+            if let Some((i, item)) = items.iter().enumerate().find(|(_, item)| !item.is_object()) {
+                return Err(
+                    Mismatch::new("an object", item).at_path(format!("{root}.messages[{i}]"))
+                );
+            }
+            items.clone()
+        }
+        None => Vec::new(),
+    };
+    let chat_id = chat_path
+        .and_then(last_path_segment)
+        .or_else(|| chat_uri.and_then(last_path_segment))
+        .map(str::to_owned);
+    Ok(MessageLogUpdated {
+        notification_type,
+        chat_id,
+        chat_uri: chat_uri.map(str::to_owned),
+        messages,
+        reference_id,
+    })
+}
+
+/// Decodes an `Error` notification. The chat id comes from `chat` (`id`, else `uri`) when present,
+/// else from `chatPath` / `chatUri`.
+fn decode_error(
+    root: &str,
+    obj: &Map<String, Value>,
+    message_type: Option<&str>,
+) -> Result<ErrorNotification, DecodeError> {
+    let error_message = opt_str(obj.get("errorMessage"))
+        .map_err(|m| m.at(root, "errorMessage"))?
+        .map(str::to_owned);
+    let reference_id =
+        opt_reference_id(obj.get("referenceId")).map_err(|m| m.at(root, "referenceId"))?;
+    let chat_id = match opt_object(obj.get("chat")).map_err(|m| m.at(root, "chat"))? {
+        Some(chat) => {
+            let uri = opt_str(chat.get("uri")).map_err(|m| m.at_chat(root, "uri"))?;
+            opt_str(chat.get("id"))
+                .map_err(|m| m.at_chat(root, "id"))?
+                .filter(|id| !id.is_empty())
+                .or_else(|| uri.and_then(last_path_segment))
+        }
+        None => {
+            let chat_path = opt_str(obj.get("chatPath")).map_err(|m| m.at(root, "chatPath"))?;
+            let chat_uri = opt_str(obj.get("chatUri")).map_err(|m| m.at(root, "chatUri"))?;
+            chat_path
+                .and_then(last_path_segment)
+                .or_else(|| chat_uri.and_then(last_path_segment))
+        }
+    };
+    Ok(ErrorNotification {
+        message_type: message_type.map(str::to_owned),
+        error_message,
+        reference_id,
+        chat_id: chat_id.map(str::to_owned),
+    })
+}
+
+/// A JSON type mismatch, before it is given the path of the field it was found at (so the path is
+/// only formatted when decoding actually fails).
+#[derive(Debug, Clone, Copy)]
+struct Mismatch {
+    expected: &'static str,
+    found: &'static str,
+}
+
+impl Mismatch {
+    fn new(expected: &'static str, found: &Value) -> Self {
+        Self {
+            expected,
+            found: json_type(found),
+        }
+    }
+
+    fn at_path(self, field: String) -> DecodeError {
+        DecodeError::WrongType {
+            field,
+            expected: self.expected,
+            found: self.found,
+        }
+    }
+
+    fn at(self, root: &str, field: &str) -> DecodeError {
+        self.at_path(format!("{root}.{field}"))
+    }
+
+    fn at_chat(self, root: &str, field: &str) -> DecodeError {
+        self.at_path(format!("{root}.chat.{field}"))
+    }
+
+    fn at_item(self, root: &str, field: &str, index: usize) -> DecodeError {
+        self.at_path(format!("{root}.chat.{field}[{index}]"))
+    }
+}
+
+/// `a string`, `an array`, ... for error messages.
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// An optional string field (`null` counts as absent).
+fn opt_str(value: Option<&Value>) -> Result<Option<&str>, Mismatch> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(Mismatch::new("a string", other)),
+    }
+}
+
+/// An optional object field (`null` counts as absent).
+fn opt_object(value: Option<&Value>) -> Result<Option<&Map<String, Value>>, Mismatch> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(obj)) => Ok(Some(obj)),
+        Some(other) => Err(Mismatch::new("an object", other)),
+    }
+}
+
+/// An optional array field (`null` counts as absent).
+fn opt_array(value: Option<&Value>) -> Result<Option<&Vec<Value>>, Mismatch> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => Ok(Some(items)),
+        Some(other) => Err(Mismatch::new("an array", other)),
+    }
+}
+
+/// An optional `referenceId`: an integer (fits in i64) or a string.
+fn opt_reference_id(value: Option<&Value>) -> Result<Option<ReferenceId>, Mismatch> {
+    const EXPECTED: &str = "an integer or a string";
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(n) => Ok(Some(ReferenceId::Number(n))),
+            None => Err(Mismatch {
+                expected: EXPECTED,
+                found: "a number out of the i64 range or with a fraction",
+            }),
+        },
+        Some(Value::String(s)) => Ok(Some(ReferenceId::Text(s.clone()))),
+        Some(other) => Err(Mismatch::new(EXPECTED, other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn chat_change(data: Value) -> ChatStateChange {
+        match decode(&data) {
+            Ok(Notification::ChatStateChange(change)) => change,
+            other => panic!("expected a ChatStateChange, got {other:?}"),
+        }
+    }
+
+    fn wrong_type(data: Value) -> (String, &'static str, &'static str) {
+        match decode(&data) {
+            Err(DecodeError::WrongType {
+                field,
+                expected,
+                found,
+            }) => (field, expected, found),
+            other => panic!("expected a WrongType error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn last_path_segment_handles_uris_and_paths() {
+        let cases = [
+            (
+                "http://localhost:8080/api/v2/chats/0000Na9B26EF002X",
+                Some("0000Na9B26EF002X"),
+            ),
+            (
+                "http://localhost:8080/api/v2/chats/0000Na9B26EF002X/",
+                Some("0000Na9B26EF002X"),
+            ),
+            ("http://h/api/v2/chats/ABC?fields=*", Some("ABC")),
+            ("http://h/api/v2/chats/ABC//?x=1#frag", Some("ABC")),
+            ("/chats/0000Wa9CAM6W00FN", Some("0000Wa9CAM6W00FN")),
+            ("/chats/0000Wa9CAM6W00FN/", Some("0000Wa9CAM6W00FN")),
+            ("ABC", Some("ABC")),
+            ("http://localhost:8080", None),
+            ("http://localhost:8080/", None),
+            ("", None),
+            ("/", None),
+            ("?q=1", None),
+        ];
+        for (uri, expected) in cases {
+            assert_eq!(last_path_segment(uri), expected, "{uri:?}");
+        }
+    }
+
+    #[test]
+    fn chat_state_change_is_typed() {
+        let change = chat_change(json!({
+            "messageType": "ChatStateChangeMessage", "notificationType": "ParticipantsUpdated",
+            "referenceId": 17,
+            "chat": {"id": "X1", "state": "Chatting", "capabilities": ["Transfer", "Teleport"],
+                     "participants": [{"type": "Agent", "nickname": "Marat", "participantId": "P1",
+                                       "visibility": "All"}],
+                     "userData": {"n": 123456789, "z": null},
+                     "uri": "http://h/api/v2/chats/X1", "chatType": "Inbound"}
+        }));
+        assert_eq!(
+            change.notification_type,
+            Some(NotificationType::ParticipantsUpdated)
+        );
+        assert_eq!(change.reference_id, Some(ReferenceId::Number(17)));
+        assert_eq!(change.chat.id.as_deref(), Some("X1"));
+        assert_eq!(change.chat.state, Some(ChatState::Chatting));
+        assert_eq!(
+            change.chat.capabilities,
+            Some(vec![
+                Capability::Transfer,
+                Capability::Other("Teleport".into())
+            ])
+        );
+        let participants = change.chat.participants.unwrap_or_default();
+        assert_eq!(participants.len(), 1);
+        assert_eq!(participants[0].nickname.as_deref(), Some("Marat"));
+        assert_eq!(
+            participants[0].participant_type,
+            Some(ParticipantType::Agent)
+        );
+        assert_eq!(participants[0].participant_id.as_deref(), Some("P1"));
+        assert_eq!(participants[0].extra.get("visibility"), Some(&json!("All")));
+        assert_eq!(participants[0].extra.len(), 1);
+        let user_data = change.chat.user_data.unwrap_or_default();
+        assert_eq!(user_data.get("n"), Some(&json!(123456789)));
+        assert_eq!(user_data.get("z"), Some(&Value::Null));
+        assert_eq!(change.chat.uri.as_deref(), Some("http://h/api/v2/chats/X1"));
+    }
+
+    #[test]
+    fn absent_fields_stay_none_and_null_counts_as_absent() {
+        let change = chat_change(json!({"messageType": "ChatStateChangeMessage",
+            "referenceId": null, "chat": {"state": null, "capabilities": null}}));
+        assert_eq!(change, ChatStateChange::default());
+        let change = chat_change(json!({"messageType": "ChatStateChangeMessage"}));
+        assert_eq!(change, ChatStateChange::default());
+    }
+
+    #[test]
+    fn chat_id_falls_back_to_the_uri() {
+        let change = chat_change(json!({"messageType": "ChatStateChangeMessage",
+            "chat": {"uri": "http://h/api/v2/chats/FROMURI/?a=b"}}));
+        assert_eq!(change.chat.id.as_deref(), Some("FROMURI"));
+        let change = chat_change(json!({"messageType": "ChatStateChangeMessage",
+            "chat": {"id": "", "uri": "http://h/api/v2/chats/FROMURI"}}));
+        assert_eq!(
+            change.chat.id.as_deref(),
+            Some("FROMURI"),
+            "an empty id is no id"
+        );
+    }
+
+    #[test]
+    fn reference_id_as_string() {
+        let change =
+            chat_change(json!({"messageType": "ChatStateChangeMessage", "referenceId": "83"}));
+        assert_eq!(change.reference_id, Some(ReferenceId::Text("83".into())));
+        let (field, expected, found) =
+            wrong_type(json!({"messageType": "ChatStateChangeMessage", "referenceId": 1.5}));
+        assert_eq!(field, "data.referenceId");
+        assert_eq!(expected, "an integer or a string");
+        assert!(found.contains("number"), "{found}");
+    }
+
+    #[test]
+    fn error_dispatch() {
+        let without_type = json!({"notificationType": "Error", "errorMessage": "Request failed", "referenceId": 35});
+        assert_eq!(
+            decode(&without_type),
+            Ok(Notification::Error(ErrorNotification {
+                message_type: None,
+                error_message: Some("Request failed".into()),
+                reference_id: Some(ReferenceId::Number(35)),
+                chat_id: None,
+            }))
+        );
+        let with_type = json!({"messageType": "ChatStateChangeMessage", "notificationType": "Error",
+            "errorMessage": "nope", "chatPath": "/chats/C9"});
+        assert_eq!(
+            decode(&with_type),
+            Ok(Notification::Error(ErrorNotification {
+                message_type: Some("ChatStateChangeMessage".into()),
+                error_message: Some("nope".into()),
+                reference_id: None,
+                chat_id: Some("C9".into()),
+            }))
+        );
+        // An Error that carries a chat stays a chat state change, with the error text.
+        let change = chat_change(
+            json!({"messageType": "ChatStateChangeMessage", "notificationType": "Error",
+            "errorMessage": "nope", "chat": {"id": "C9", "state": "Chatting"}}),
+        );
+        assert_eq!(change.error_message.as_deref(), Some("nope"));
+        assert_eq!(change.chat.id.as_deref(), Some("C9"));
+        // An Error without messageType naming a chat keeps the chat id.
+        let named =
+            json!({"notificationType": "Error", "chat": {"uri": "http://h/api/v2/chats/C7"}});
+        match decode(&named) {
+            Ok(Notification::Error(error)) => assert_eq!(error.chat_id.as_deref(), Some("C7")),
+            other => panic!("expected an Error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn message_log_chat_id_from_path_then_uri() {
+        let log = |data: Value| match decode(&data) {
+            Ok(Notification::MessageLogUpdated(log)) => log,
+            other => panic!("expected a MessageLogUpdated, got {other:?}"),
+        };
+        let both = log(
+            json!({"messageType": "MessageLogUpdated", "chatPath": "/chats/FROMPATH",
+            "chatUri": "http://h/api/v2/chats/FROMURI", "messages": [{"index": 1}]}),
+        );
+        assert_eq!(both.chat_id.as_deref(), Some("FROMPATH"));
+        assert_eq!(
+            both.chat_uri.as_deref(),
+            Some("http://h/api/v2/chats/FROMURI")
+        );
+        assert_eq!(both.messages, vec![json!({"index": 1})]);
+        let uri_only = log(json!({"messageType": "MessageLogUpdated",
+            "chatUri": "http://h/api/v2/chats/FROMURI/?x=1"}));
+        assert_eq!(uri_only.chat_id.as_deref(), Some("FROMURI"));
+        assert!(uri_only.messages.is_empty());
+        let neither = log(json!({"messageType": "MessageLogUpdated", "referenceId": 3}));
+        assert_eq!(neither.chat_id, None);
+        assert_eq!(neither.reference_id, Some(ReferenceId::Number(3)));
+    }
+
+    #[test]
+    fn wrapped_data_is_unwrapped_one_level() {
+        let wrapped =
+            json!({"data": {"messageType": "ChatStateChangeMessage", "chat": {"id": "W"}}});
+        assert_eq!(chat_change(wrapped.clone()).chat.id.as_deref(), Some("W"));
+        assert_eq!(message_type(&wrapped), Some("ChatStateChangeMessage"));
+        // Only one level, and only when the outer object has no notification fields.
+        let twice = json!({"data": {"data": {"messageType": "ChatStateChangeMessage"}}});
+        assert_eq!(
+            decode(&twice),
+            Ok(Notification::Other { message_type: None })
+        );
+        let outer_typed =
+            json!({"messageType": "Outer", "data": {"messageType": "ChatStateChangeMessage"}});
+        assert_eq!(
+            decode(&outer_typed),
+            Ok(Notification::Other {
+                message_type: Some("Outer".into())
+            })
+        );
+        // Errors inside a wrapper name the wrapped path.
+        let (field, ..) =
+            wrong_type(json!({"data": {"messageType": "ChatStateChangeMessage", "chat": 1}}));
+        assert_eq!(field, "data.data.chat");
+    }
+
+    #[test]
+    fn everything_else_is_other() {
+        assert_eq!(
+            decode(&json!({"messageType": "DeviceStateChangeMessage", "devices": "whatever"})),
+            Ok(Notification::Other {
+                message_type: Some("DeviceStateChangeMessage".into())
+            })
+        );
+        assert_eq!(
+            decode(&json!({"channels": []})),
+            Ok(Notification::Other { message_type: None })
+        );
+        assert_eq!(
+            decode(&json!({"notificationType": "StatusChange"})),
+            Ok(Notification::Other { message_type: None })
+        );
+        assert_eq!(
+            decode(&json!({})),
+            Ok(Notification::Other { message_type: None })
+        );
+    }
+
+    #[test]
+    fn malformed_payloads_are_errors_with_paths() {
+        assert_eq!(
+            decode(&json!([1, 2])),
+            Err(DecodeError::NotAnObject { found: "an array" })
+        );
+        assert_eq!(
+            decode(&Value::Null).map_err(|e| e.to_string()),
+            Err("notification data is null, expected a JSON object".to_owned())
+        );
+        let cases = [
+            (json!({"messageType": 7}), "data.messageType", "a string"),
+            (
+                json!({"messageType": "ChatStateChangeMessage", "chat": "X"}),
+                "data.chat",
+                "an object",
+            ),
+            (
+                json!({"messageType": "ChatStateChangeMessage", "notificationType": "Error", "chat": []}),
+                "data.chat",
+                "an object",
+            ),
+            (
+                json!({"messageType": "ChatStateChangeMessage", "notificationType": 1}),
+                "data.notificationType",
+                "a string",
+            ),
+            (
+                json!({"messageType": "ChatStateChangeMessage", "chat": {"capabilities": "Leave"}}),
+                "data.chat.capabilities",
+                "an array",
+            ),
+            (
+                json!({"messageType": "ChatStateChangeMessage", "chat": {"capabilities": ["Leave", 3]}}),
+                "data.chat.capabilities[1]",
+                "a string",
+            ),
+            (
+                json!({"messageType": "ChatStateChangeMessage", "chat": {"participants": {}}}),
+                "data.chat.participants",
+                "an array",
+            ),
+            (
+                json!({"messageType": "ChatStateChangeMessage", "chat": {"participants": [{}, "p"]}}),
+                "data.chat.participants[1]",
+                "an object",
+            ),
+            (
+                json!({"messageType": "ChatStateChangeMessage", "chat": {"participants": [{"nickname": 5}]}}),
+                "data.chat.participants[0].nickname",
+                "a string",
+            ),
+            (
+                json!({"messageType": "ChatStateChangeMessage", "chat": {"userData": []}}),
+                "data.chat.userData",
+                "an object",
+            ),
+            (
+                json!({"messageType": "ChatStateChangeMessage", "chat": {"id": 12}}),
+                "data.chat.id",
+                "a string",
+            ),
+            (
+                json!({"messageType": "ChatStateChangeMessage", "chat": {"state": true}}),
+                "data.chat.state",
+                "a string",
+            ),
+            (
+                json!({"messageType": "ChatStateChangeMessage", "errorMessage": {}}),
+                "data.errorMessage",
+                "a string",
+            ),
+            (
+                json!({"messageType": "MessageLogUpdated", "messages": {}}),
+                "data.messages",
+                "an array",
+            ),
+            (
+                json!({"messageType": "MessageLogUpdated", "messages": [{}, 1]}),
+                "data.messages[1]",
+                "an object",
+            ),
+            (
+                json!({"messageType": "MessageLogUpdated", "chatUri": 1}),
+                "data.chatUri",
+                "a string",
+            ),
+            (
+                json!({"notificationType": "Error", "errorMessage": 1}),
+                "data.errorMessage",
+                "a string",
+            ),
+        ];
+        for (data, path, expected_type) in cases {
+            let (field, expected, _) = wrong_type(data.clone());
+            assert_eq!((field.as_str(), expected), (path, expected_type), "{data}");
+        }
+        let err = decode(&json!({"messageType": "ChatStateChangeMessage", "chat": "X"}));
+        assert_eq!(
+            err.map_err(|e| e.to_string()),
+            Err("`data.chat` is a string, expected an object".to_owned())
+        );
+    }
+
+    #[test]
+    fn never_panics_on_odd_shapes() {
+        let values = [
+            json!(null),
+            json!(true),
+            json!(1),
+            json!("s"),
+            json!([]),
+            json!({}),
+            json!({"data": 1}),
+            json!({"data": []}),
+            json!({"data": {"data": {}}}),
+            json!({"messageType": null, "notificationType": null, "data": {"notificationType": "Error"}}),
+            json!({"messageType": "ChatStateChangeMessage", "chat": {"uri": "://"}}),
+            json!({"messageType": "ChatStateChangeMessage", "chat": {"uri": "http://"}}),
+            json!({"messageType": "ChatStateChangeMessage", "chat": {"uri": "http://h/é/ü"}}),
+            json!({"messageType": "MessageLogUpdated", "chatPath": "", "chatUri": "?"}),
+            json!({"messageType": "ChatStateChangeMessage", "referenceId": u64::MAX}),
+            json!({"messageType": "ChatStateChangeMessage", "referenceId": -1}),
+        ];
+        for value in values {
+            // Any outcome is fine; it must just return.
+            let _ = decode(&value);
+        }
+        // The unwrapped error notification decodes as an Error.
+        assert!(matches!(
+            decode(&json!({"messageType": null, "data": {"notificationType": "Error"}})),
+            Ok(Notification::Error(_))
+        ));
+        assert_eq!(
+            chat_change(
+                json!({"messageType": "ChatStateChangeMessage", "chat": {"uri": "http://h/é/ü"}})
+            )
+            .chat
+            .id
+            .as_deref(),
+            Some("ü")
+        );
+    }
 }

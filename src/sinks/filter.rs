@@ -233,6 +233,7 @@ mod tests {
             messages: None,
             error_message: None,
             decode_error: None,
+            recovered: false,
             data: serde_json::json!({}),
         }
     }

@@ -223,6 +223,10 @@ pub(crate) fn summary(event: &Event) -> String {
             event.message_type.as_deref().unwrap_or("notification"),
             event.decode_error.as_deref().unwrap_or("unknown error")
         ),
+        EventKind::ChatVanished => match previous {
+            Some(p) => format!("chat vanished while not listening (was {p})"),
+            None => "chat vanished while not listening".to_owned(),
+        },
     }
 }
 
@@ -294,6 +298,7 @@ mod tests {
             messages: None,
             error_message: None,
             decode_error: None,
+            recovered: false,
             data: serde_json::json!({"messageType": "ChatStateChangeMessage"}),
         }
     }
