@@ -26,7 +26,10 @@ async fn ten_thousand_events_arrive_in_order_without_loss_or_duplicates() {
     assert_eq!(first["kind"], "chat_state");
     assert_eq!(first["chat"]["id"], "chat-0");
     assert_eq!(first["chat"]["state"], "Chatting");
-    let ids: std::collections::HashSet<&str> = events.iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+    let ids: std::collections::HashSet<&str> = events
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), 10_000, "event ids are unique");
     // No duplicates trickle in afterwards: one more event lands right after the 10,000.
     faye.publish(10_000, 1).await;
@@ -45,15 +48,25 @@ async fn forgotten_sessions_are_rehandshaken_and_resubscribed() {
         assert!(faye.drop_sessions().await >= 1);
         daemon.wait_listening(1 + round as usize).await;
         faye.publish(300 * round, 300).await;
-        assert_sequence(&daemon.wait_events(300 * (round as usize + 1)).await, 300 * (round + 1));
+        assert_sequence(
+            &daemon.wait_events(300 * (round as usize + 1)).await,
+            300 * (round + 1),
+        );
     }
     let log = daemon.log();
     assert!(
-        log.iter().any(|l| l["message"] == "session lost; handshaking again" && l["cause"] == "advice"),
+        log.iter()
+            .any(|l| l["message"] == "session lost; handshaking again" && l["cause"] == "advice"),
         "the log says why it handshook again"
     );
-    assert!(log.iter().any(|l| l["message"] == "subscriptions active" && l["resubscribed"] == true));
-    assert_eq!(faye.subscribed_clients().await, 1, "exactly one live subscription, no leaked sessions");
+    assert!(log
+        .iter()
+        .any(|l| l["message"] == "subscriptions active" && l["resubscribed"] == true));
+    assert_eq!(
+        faye.subscribed_clients().await,
+        1,
+        "exactly one live subscription, no leaked sessions"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,7 +92,10 @@ async fn a_server_down_at_start_is_joined_when_it_comes_up() {
     let port = free_port();
     let daemon = Daemon::start(port, "");
     daemon.wait_log("handshake failed", 1).await;
-    assert!(daemon.log_text().contains("cannot connect"), "the log says the server is unreachable");
+    assert!(
+        daemon.log_text().contains("cannot connect"),
+        "the log says the server is unreachable"
+    );
     let faye = Faye::start(port, HOLD);
     daemon.wait_listening(1).await;
     faye.publish(0, 100).await;
@@ -98,7 +114,9 @@ async fn survives_fault(mode: &str, size: u64, bayeux_extra: &str, evidence: &st
     let listening = daemon.count_log("listening: connected and subscribed");
     faye.fault(mode, 1, size).await;
     daemon.wait_log_text(evidence).await;
-    daemon.wait_log("listening: connected and subscribed", listening).await;
+    daemon
+        .wait_log("listening: connected and subscribed", listening)
+        .await;
     faye.publish(100, 100).await;
     assert_sequence(&daemon.wait_events(200).await, 200);
     assert!(daemon.running());
@@ -116,7 +134,13 @@ async fn a_non_json_body_is_survived() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversize_body_is_cut_off_and_survived() {
-    survives_fault("oversize", 4 * 1024 * 1024, "max_response_bytes = 65536", "larger than the 65536-byte limit").await;
+    survives_fault(
+        "oversize",
+        4 * 1024 * 1024,
+        "max_response_bytes = 65536",
+        "larger than the 65536-byte limit",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,8 +159,15 @@ async fn ctrl_c_disconnects_cleanly_and_exits_zero() {
     daemon.signal("INT");
     assert_eq!(daemon.wait_exit().await, Some(0));
     assert_sequence(&daemon.events(), 50);
-    assert_eq!(faye.subscribed_clients().await, 0, "/meta/disconnect released the session");
+    assert_eq!(
+        faye.subscribed_clients().await,
+        0,
+        "/meta/disconnect released the session"
+    );
     let text = daemon.log_text();
     assert!(text.contains("chatwatch stopped"), "{text}");
-    assert!(!text.contains("test-password-not-for-logs"), "the password never reaches the log");
+    assert!(
+        !text.contains("test-password-not-for-logs"),
+        "the password never reaches the log"
+    );
 }

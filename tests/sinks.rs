@@ -36,6 +36,7 @@ fn event(i: usize, state: &str, previous: Option<&str>) -> Event {
         messages: None,
         error_message: None,
         decode_error: None,
+        recovered: false,
         data: serde_json::json!({"messageType": "ChatStateChangeMessage", "i": i}),
     }
 }

@@ -9,6 +9,9 @@
 //! and returns. When the server refuses the session for good (`reconnect: none`), the task logs
 //! it, waits `reauth_delay`, and starts over with a fresh cookie jar.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -19,6 +22,48 @@ use tracing::{debug, error, info, warn};
 
 use super::protocol::{Protocol, ProtocolConfig, ProtocolEvent, RequestKind, SessionState};
 use super::transport::{BuildError, HttpSettings, LongPolling};
+
+/// What the layer above Bayeux (the GWS session) does at the session's turning points. The
+/// driver runs these concurrently with the protocol, so a slow login never delays the processing
+/// of a held connect's response.
+pub trait SessionHooks: Send + Sync + 'static {
+    /// A transport with a fresh cookie jar; called at start and after the server refused the
+    /// session for good.
+    fn transport(&self) -> Result<LongPolling, BuildError>;
+    /// Logs in (GWS: `GET /api/v2/me` for the cookie and the CSRF token). Called before the
+    /// first handshake and whenever the server refused our credentials, when the protocol was
+    /// configured with `requires_login`. The error text is logged.
+    fn login(&self) -> impl Future<Output = Result<(), String>> + Send;
+    /// Called each time the whole subscription set is confirmed on a new session.
+    fn subscribed(&self, rehandshake: bool) -> impl Future<Output = ()> + Send;
+    /// Called once on shutdown, before `/meta/disconnect`.
+    fn stopping(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// Hooks for a plain Bayeux server: no login, nothing to do around subscriptions.
+#[derive(Debug, Clone)]
+pub struct PlainBayeux {
+    /// How to build the transport.
+    pub http: HttpSettings,
+}
+
+impl SessionHooks for PlainBayeux {
+    fn transport(&self) -> Result<LongPolling, BuildError> {
+        LongPolling::new(&self.http)
+    }
+    async fn login(&self) -> Result<(), String> {
+        Ok(())
+    }
+    async fn subscribed(&self, _rehandshake: bool) {}
+    async fn stopping(&self) {}
+}
+
+enum HookDone {
+    Login(Result<(), String>),
+    Other,
+}
+
+type HookFuture = Pin<Box<dyn Future<Output = HookDone> + Send>>;
 use super::Delivery;
 
 /// Everything one session needs.
@@ -80,21 +125,23 @@ pub enum ClientError {
 
 /// Runs one session until `shutdown` is cancelled (then disconnects cleanly) or the pipeline
 /// closes. Deliveries go to `deliveries` in the order they were read; `status` follows the
-/// session state.
-pub async fn run(
+/// session state; `hooks` log in and react to new subscriptions.
+pub async fn run<H: SessionHooks, M: From<Delivery> + Send + 'static>(
     settings: SessionSettings,
-    deliveries: mpsc::Sender<Delivery>,
+    hooks: Arc<H>,
+    deliveries: mpsc::Sender<M>,
     status: watch::Sender<SessionStatus>,
     shutdown: CancellationToken,
 ) -> Result<(), ClientError> {
     let account = settings.account.clone();
-    let build = |http: &HttpSettings| {
-        LongPolling::new(http).map_err(|source| ClientError::Build {
+    let build = || {
+        hooks.transport().map_err(|source| ClientError::Build {
             account: account.clone(),
             source,
         })
     };
-    let mut transport = build(&settings.http)?;
+    let mut transport = build()?;
+    let mut hook_tasks: FuturesUnordered<HookFuture> = FuturesUnordered::new();
     let mut proto = Protocol::new(settings.protocol.clone(), Instant::now());
     let mut inflight = FuturesUnordered::new();
     let mut shutdown_deadline: Option<Instant> = None;
@@ -125,17 +172,31 @@ pub async fn run(
                     received_at: time::OffsetDateTime::now_utc(),
                 };
                 metrics::counter!("chatwatch_bayeux_deliveries_total", &labels).increment(1);
-                if deliveries.send(delivery).await.is_err() {
+                if deliveries.send(M::from(delivery)).await.is_err() {
                     return Err(ClientError::PipelineClosed { account });
                 }
                 continue;
             }
             report(&account, &settings, &event, &status);
-            if let ProtocolEvent::Terminated { .. } = event {
-                // The server refused the session for good. Start over later with a fresh cookie
-                // jar (and, once GWS login exists, fresh credentials).
-                transport = build(&settings.http)?;
-                proto.restart(Instant::now(), settings.reauth_delay);
+            match event {
+                ProtocolEvent::Terminated { .. } => {
+                    // The server refused the session for good. Start over later with a fresh
+                    // cookie jar and a fresh login.
+                    transport = build()?;
+                    proto.restart(Instant::now(), settings.reauth_delay);
+                }
+                ProtocolEvent::LoginRequired => {
+                    let h = hooks.clone();
+                    hook_tasks.push(Box::pin(async move { HookDone::Login(h.login().await) }));
+                }
+                ProtocolEvent::SubscriptionsComplete { resubscribed, .. } => {
+                    let h = hooks.clone();
+                    hook_tasks.push(Box::pin(async move {
+                        h.subscribed(resubscribed).await;
+                        HookDone::Other
+                    }));
+                }
+                _ => {}
             }
         }
         let state = proto.state();
@@ -174,9 +235,21 @@ pub async fn run(
                 }
                 proto.handle_response(Instant::now(), id, result.as_deref().map_err(Clone::clone));
             }
+            Some(done) = hook_tasks.next(), if !hook_tasks.is_empty() => {
+                if let HookDone::Login(result) = done {
+                    match result {
+                        Ok(()) => {
+                            info!(account = %account, "logged in");
+                            proto.logged_in(Instant::now());
+                        }
+                        Err(e) => proto.login_failed(Instant::now(), e),
+                    }
+                }
+            }
             _ = sleep_until(wake.unwrap_or(now)), if wake.is_some() => {}
             _ = shutdown.cancelled(), if shutdown_deadline.is_none() => {
                 info!(account = %account, "disconnecting");
+                let _ = tokio::time::timeout(settings.protocol.max_network_delay, hooks.stopping()).await;
                 proto.disconnect();
                 shutdown_deadline = Some(Instant::now() + settings.protocol.max_network_delay);
             }
@@ -272,6 +345,11 @@ fn report(
             error!(account, error = %error, restart_in = ?settings.reauth_delay, "server refused the session; starting over later");
         }
         ProtocolEvent::Disconnected => debug!(account, "disconnect acknowledged"),
+        ProtocolEvent::LoginRequired => debug!(account, "logging in"),
+        ProtocolEvent::LoginFailed { error, retry_in } => {
+            metrics::counter!("chatwatch_gws_login_failures_total", &[acct]).increment(1);
+            error!(account, error = %error, retry_in = ?retry_in, "login failed; retrying");
+        }
     }
 }
 

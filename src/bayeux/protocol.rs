@@ -63,6 +63,9 @@ pub struct ProtocolConfig {
     pub default_max_interval: Duration,
     /// `ext` object sent on the handshake, if any.
     pub handshake_ext: Option<Value>,
+    /// Whether the driver must log in (e.g. GWS `GET /api/v2/me`) before the first handshake,
+    /// after the server refused our credentials (HTTP 401/403) and after a termination.
+    pub requires_login: bool,
 }
 
 impl Default for ProtocolConfig {
@@ -76,6 +79,7 @@ impl Default for ProtocolConfig {
             default_timeout: Duration::from_secs(30),
             default_max_interval: Duration::from_secs(10),
             handshake_ext: None,
+            requires_login: false,
         }
     }
 }
@@ -236,6 +240,16 @@ pub enum ProtocolEvent {
     },
     /// The session was disconnected on request.
     Disconnected,
+    /// The driver must log in now, then call [`Protocol::logged_in`] or
+    /// [`Protocol::login_failed`]. No handshake is sent until then.
+    LoginRequired,
+    /// A login failed; another is scheduled.
+    LoginFailed {
+        /// What went wrong.
+        error: String,
+        /// When the next attempt goes.
+        retry_in: Duration,
+    },
 }
 
 /// The session's state, for logs, metrics and readiness.
@@ -270,6 +284,16 @@ impl SessionState {
             Self::Terminated => "terminated",
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    /// No login needed (or done).
+    Ready,
+    /// A login is due at this time.
+    Due(Instant),
+    /// The driver is logging in.
+    InProgress,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,6 +362,7 @@ pub struct Protocol {
     resubscribing: bool,
     disconnect_sent: bool,
     multiple_clients: bool,
+    auth: Auth,
     events: VecDeque<ProtocolEvent>,
 }
 
@@ -345,6 +370,7 @@ impl Protocol {
     /// A new state machine whose first action, at `now`, is a handshake.
     pub fn new(cfg: ProtocolConfig, now: Instant) -> Protocol {
         let desired = cfg.channels.iter().cloned().collect();
+        let cfg_requires_login = cfg.requires_login;
         Protocol {
             advice: Effective {
                 timeout: cfg.default_timeout,
@@ -373,6 +399,11 @@ impl Protocol {
             resubscribing: false,
             disconnect_sent: false,
             multiple_clients: false,
+            auth: if cfg_requires_login {
+                Auth::Due(now)
+            } else {
+                Auth::Ready
+            },
             events: VecDeque::new(),
         }
     }
@@ -453,6 +484,27 @@ impl Protocol {
         self.backoff.reset();
         self.handshakes_without_connect = 0;
         self.connect_at = Some(now + delay);
+        if self.cfg.requires_login {
+            self.auth = Auth::Due(now + delay);
+        }
+    }
+
+    /// The login asked for by [`ProtocolEvent::LoginRequired`] succeeded: handshake now.
+    pub fn logged_in(&mut self, now: Instant) {
+        if self.auth == Auth::InProgress {
+            self.auth = Auth::Ready;
+            self.connect_at = Some(self.connect_at.map_or(now, |t| t.max(now)));
+        }
+    }
+
+    /// The login failed: try again after the backoff.
+    pub fn login_failed(&mut self, now: Instant, error: String) {
+        if self.auth == Auth::InProgress {
+            let retry_in = self.backoff.next_delay();
+            self.auth = Auth::Due(now + retry_in);
+            self.events
+                .push_back(ProtocolEvent::LoginFailed { error, retry_in });
+        }
     }
 
     /// The next protocol event, if any.
@@ -465,8 +517,10 @@ impl Protocol {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
-        match self.phase {
-            Phase::Handshake | Phase::Session if !self.connect_lane_busy() => {
+        match (self.phase, self.auth) {
+            (Phase::Handshake, Auth::Due(t)) => consider(t),
+            (Phase::Handshake, Auth::InProgress) => {}
+            (Phase::Handshake | Phase::Session, _) if !self.connect_lane_busy() => {
                 if let Some(t) = self.connect_at {
                     consider(t);
                 }
@@ -504,6 +558,15 @@ impl Protocol {
                 ))
             }
             Phase::Handshake => {
+                match self.auth {
+                    Auth::Ready => {}
+                    Auth::Due(t) if t <= now && !self.connect_lane_busy() => {
+                        self.auth = Auth::InProgress;
+                        self.events.push_back(ProtocolEvent::LoginRequired);
+                        return None;
+                    }
+                    Auth::Due(_) | Auth::InProgress => return None,
+                }
                 if self.connect_lane_busy() || !self.connect_at.is_some_and(|t| t <= now) {
                     return None;
                 }
@@ -924,6 +987,9 @@ impl Protocol {
         if let Some(status) = http_auth {
             self.abandon_session();
             self.connect_at = Some(now + retry_in);
+            if self.cfg.requires_login {
+                self.auth = Auth::Due(now + retry_in);
+            }
             self.events.push_back(ProtocolEvent::SessionLost {
                 cause: RehandshakeCause::HttpAuth(status),
                 retry_in,
@@ -1036,8 +1102,18 @@ impl Protocol {
     ) {
         match &inflight.kind {
             InflightKind::Handshake { .. } => {
-                let advice = None;
-                self.on_handshake_failed(now, error.to_string(), advice);
+                self.on_handshake_failed(now, error.to_string(), None);
+                let refused = matches!(
+                    error,
+                    TransportError::Status {
+                        status: 401 | 403,
+                        ..
+                    }
+                );
+                if refused && self.cfg.requires_login && self.phase == Phase::Handshake {
+                    // Our credentials or session cookie were refused: log in again first.
+                    self.auth = Auth::Due(self.connect_at.unwrap_or(now));
+                }
             }
             InflightKind::Connect { .. } if current && self.phase == Phase::Session => {
                 let auth = match error {

@@ -736,9 +736,15 @@ fn repeated_unknown_client_right_after_handshake_backs_off_instead_of_storming()
                 "error": "403::Unknown client", "advice": {"reconnect": "handshake"}}]),
     );
     let ev = events(&mut p);
-    assert!(matches!(ev.last(), Some(ProtocolEvent::SessionLost { retry_in, .. }) if *retry_in == secs(1)), "{ev:?}");
+    assert!(
+        matches!(ev.last(), Some(ProtocolEvent::SessionLost { retry_in, .. }) if *retry_in == secs(1)),
+        "{ev:?}"
+    );
     assert!(p.poll_transmit(now).is_none());
-    assert_eq!(p.poll_transmit(now + secs(1)).unwrap().kind, RequestKind::Handshake);
+    assert_eq!(
+        p.poll_transmit(now + secs(1)).unwrap().kind,
+        RequestKind::Handshake
+    );
 }
 
 #[test]
@@ -829,4 +835,96 @@ fn unsubscribe_is_sent_for_channels_no_longer_desired() {
     assert!(events(&mut p).contains(&ProtocolEvent::Unsubscribed {
         channel: CHATS.into()
     }));
+}
+
+// ---- login hook (GWS: GET /api/v2/me before the handshake) -----------------------------------
+
+fn login_cfg() -> ProtocolConfig {
+    ProtocolConfig {
+        requires_login: true,
+        ..cfg()
+    }
+}
+
+#[test]
+fn login_comes_before_the_first_handshake_and_failures_back_off() {
+    let now = Instant::now();
+    let mut p = Protocol::new(login_cfg(), now);
+    assert!(p.poll_transmit(now).is_none());
+    assert_eq!(p.poll_event(), Some(ProtocolEvent::LoginRequired));
+    assert!(
+        p.poll_transmit(now + secs(100)).is_none(),
+        "no handshake while logging in"
+    );
+    p.login_failed(now, "HTTP 401".into());
+    assert!(
+        matches!(p.poll_event(), Some(ProtocolEvent::LoginFailed { retry_in, .. }) if retry_in == secs(1))
+    );
+    assert!(p.poll_transmit(now).is_none());
+    assert!(p.poll_event().is_none(), "not before the backoff");
+    assert_eq!(p.poll_timeout(), Some(now + secs(1)));
+    assert!(p.poll_transmit(now + secs(1)).is_none());
+    assert_eq!(p.poll_event(), Some(ProtocolEvent::LoginRequired));
+    p.login_failed(now + secs(1), "HTTP 401".into());
+    assert!(
+        matches!(p.poll_event(), Some(ProtocolEvent::LoginFailed { retry_in, .. }) if retry_in == secs(2)),
+        "growing"
+    );
+    assert!(p.poll_transmit(now + secs(3)).is_none());
+    assert_eq!(p.poll_event(), Some(ProtocolEvent::LoginRequired));
+    p.logged_in(now + secs(3));
+    assert_eq!(
+        p.poll_transmit(now + secs(3)).unwrap().kind,
+        RequestKind::Handshake
+    );
+}
+
+#[test]
+fn http_401_or_403_on_bayeux_requires_a_new_login_before_the_handshake() {
+    let now = Instant::now();
+    let mut p = Protocol::new(login_cfg(), now);
+    p.poll_transmit(now);
+    p.logged_in(now);
+    let held = establish(&mut p, now, "c1");
+    p.handle_response(
+        now,
+        held.id,
+        Err(TransportError::Status {
+            status: 403,
+            body: "Missing or invalid Csrf token".into(),
+        }),
+    );
+    assert!(matches!(
+        p.poll_event(),
+        Some(ProtocolEvent::SessionLost {
+            cause: RehandshakeCause::HttpAuth(403),
+            ..
+        })
+    ));
+    assert!(p.poll_transmit(now + secs(1)).is_none());
+    assert_eq!(p.poll_event(), Some(ProtocolEvent::LoginRequired));
+    p.logged_in(now + secs(1));
+    assert_eq!(
+        p.poll_transmit(now + secs(1)).unwrap().kind,
+        RequestKind::Handshake
+    );
+
+    // A handshake refused at HTTP level also sends us back to log in.
+    let hs_now = now + secs(1);
+    let hs = {
+        // the handshake above is in flight; fail it
+        let id = p.inflight.keys().copied().next().unwrap();
+        id
+    };
+    p.handle_response(
+        hs_now,
+        hs,
+        Err(TransportError::Status {
+            status: 401,
+            body: "".into(),
+        }),
+    );
+    events(&mut p);
+    assert!(p.poll_transmit(hs_now + secs(30)).is_none());
+    assert_eq!(p.poll_event(), Some(ProtocolEvent::LoginRequired));
 }

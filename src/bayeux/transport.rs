@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -128,26 +128,63 @@ pub fn redact_url(url: &Url) -> String {
     u.to_string()
 }
 
-/// The long-polling transport of one session. Cloning shares the connection pool and cookie jar.
-#[derive(Clone)]
-pub struct LongPolling {
-    client: reqwest::Client,
-    url: Url,
-    max_response_bytes: usize,
-    headers: Arc<HeaderMap>,
+/// Headers sent on every request that can change while the session runs (the GWS CSRF token is
+/// replaced at every login). Shared between the GWS session and the Bayeux transport.
+#[derive(Clone, Default)]
+pub struct SharedHeaders(Arc<RwLock<HeaderMap>>);
+
+impl SharedHeaders {
+    /// A snapshot of the current headers.
+    pub fn get(&self) -> HeaderMap {
+        self.0.read().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    /// Sets (or replaces) one header; its value is marked sensitive so it never prints.
+    pub fn set(&self, name: HeaderName, mut value: HeaderValue) {
+        value.set_sensitive(true);
+        if let Ok(mut h) = self.0.write() {
+            h.insert(name, value);
+        }
+    }
+
+    /// Removes every header.
+    pub fn clear(&self) {
+        if let Ok(mut h) = self.0.write() {
+            h.clear();
+        }
+    }
 }
 
-impl fmt::Debug for LongPolling {
+impl fmt::Debug for SharedHeaders {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LongPolling")
-            .field("url", &self.url.as_str())
+        let names: Vec<String> = self.get().keys().map(|k| k.to_string()).collect();
+        f.debug_tuple("SharedHeaders").field(&names).finish()
+    }
+}
+
+/// An HTTP client for one account: one cookie jar, one connection pool, the static headers
+/// (Basic authentication, content type) and the shared dynamic ones. The GWS session and the
+/// Bayeux transport of an account use the same one, so `JSESSIONID` and the CSRF token travel on
+/// both.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    headers: Arc<HeaderMap>,
+    dynamic: SharedHeaders,
+    max_response_bytes: usize,
+}
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("dynamic", &self.dynamic)
             .finish_non_exhaustive()
     }
 }
 
-impl LongPolling {
-    /// Builds the transport with a fresh cookie jar and connection pool.
-    pub fn new(settings: &HttpSettings) -> Result<LongPolling, BuildError> {
+impl HttpClient {
+    /// Builds a client with a fresh cookie jar and connection pool.
+    pub fn new(settings: &HttpSettings) -> Result<HttpClient, BuildError> {
         let mut builder = reqwest::Client::builder()
             .cookie_store(true)
             .connect_timeout(settings.connect_timeout)
@@ -213,48 +250,112 @@ impl LongPolling {
         let client = builder
             .build()
             .map_err(|e| BuildError::Client(e.to_string()))?;
-        Ok(LongPolling {
+        Ok(HttpClient {
             client,
-            url: settings.url.clone(),
-            max_response_bytes: settings.max_response_bytes,
             headers: Arc::new(headers),
+            dynamic: SharedHeaders::default(),
+            max_response_bytes: settings.max_response_bytes,
         })
     }
 
-    /// POSTs `body` (a JSON array) and returns the response body, within `timeout`.
-    pub async fn send(&self, body: Vec<u8>, timeout: Duration) -> Result<Bytes, TransportError> {
-        // reqwest's own timeout covers the whole exchange; the outer one is a backstop so that no
-        // future bug in a lower layer can hold a request for ever.
-        match tokio::time::timeout(
-            timeout + Duration::from_secs(1),
-            self.exchange(body, timeout),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(TransportError::Timeout(timeout)),
-        }
+    /// The dynamic headers of this client.
+    pub fn dynamic_headers(&self) -> &SharedHeaders {
+        &self.dynamic
     }
 
-    async fn exchange(&self, body: Vec<u8>, timeout: Duration) -> Result<Bytes, TransportError> {
-        let response = self
-            .client
-            .post(self.url.clone())
-            .headers((*self.headers).clone())
-            .timeout(timeout)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| classify(e, timeout))?;
-        let status = response.status();
-        if let Some(len) = response.content_length() {
-            if len > self.max_response_bytes as u64 {
+    /// Sends a request and reads the whole response, within `timeout` and the size limit.
+    /// Returns the status, the headers and the body; only transport failures are errors.
+    pub async fn exchange(
+        &self,
+        method: reqwest::Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<(reqwest::StatusCode, HeaderMap, Bytes), TransportError> {
+        let attempt = async {
+            let mut request = self
+                .client
+                .request(method, url)
+                .headers((*self.headers).clone())
+                .headers(self.dynamic.get())
+                .timeout(timeout);
+            if let Some(body) = body {
+                request = request.body(body);
+            }
+            let response = request.send().await.map_err(|e| classify(e, timeout))?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            if response
+                .content_length()
+                .is_some_and(|len| len > self.max_response_bytes as u64)
+            {
                 return Err(TransportError::TooLarge {
                     limit: self.max_response_bytes,
                 });
             }
+            let body = read_limited(response, self.max_response_bytes, timeout).await?;
+            Ok((status, headers, body))
+        };
+        // reqwest's own timeout covers the whole exchange; the outer one is a backstop so that no
+        // bug in a lower layer can hold a request for ever.
+        match tokio::time::timeout(timeout + Duration::from_secs(1), attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(TransportError::Timeout(timeout)),
         }
-        let body = self.read_limited(response, timeout).await?;
+    }
+}
+
+async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, TransportError> {
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| classify(e, timeout))? {
+        if buf.len() + chunk.len() > limit {
+            return Err(TransportError::TooLarge { limit });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// The long-polling transport of one session: POSTs Bayeux arrays to the endpoint with the
+/// account's [`HttpClient`]. Cloning shares the connection pool and cookie jar.
+#[derive(Clone)]
+pub struct LongPolling {
+    http: HttpClient,
+    url: Url,
+}
+
+impl fmt::Debug for LongPolling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LongPolling")
+            .field("url", &self.url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LongPolling {
+    /// Builds the transport with a fresh [`HttpClient`] (new cookie jar and pool).
+    pub fn new(settings: &HttpSettings) -> Result<LongPolling, BuildError> {
+        Ok(Self::with_client(
+            HttpClient::new(settings)?,
+            settings.url.clone(),
+        ))
+    }
+
+    /// A transport to `url` that shares `http` (its cookies and headers) with other users.
+    pub fn with_client(http: HttpClient, url: Url) -> LongPolling {
+        LongPolling { http, url }
+    }
+
+    /// POSTs `body` (a JSON array) and returns the response body, within `timeout`.
+    pub async fn send(&self, body: Vec<u8>, timeout: Duration) -> Result<Bytes, TransportError> {
+        let (status, _, body) = self
+            .http
+            .exchange(reqwest::Method::POST, self.url.clone(), Some(body), timeout)
+            .await?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)])
                 .trim()
@@ -265,23 +366,6 @@ impl LongPolling {
             });
         }
         Ok(body)
-    }
-
-    async fn read_limited(
-        &self,
-        mut response: reqwest::Response,
-        timeout: Duration,
-    ) -> Result<Bytes, TransportError> {
-        let mut buf = BytesMut::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| classify(e, timeout))? {
-            if buf.len() + chunk.len() > self.max_response_bytes {
-                return Err(TransportError::TooLarge {
-                    limit: self.max_response_bytes,
-                });
-            }
-            buf.extend_from_slice(&chunk);
-        }
-        Ok(buf.freeze())
     }
 }
 

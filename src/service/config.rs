@@ -127,6 +127,34 @@ pub struct AccountConfig {
     /// Honour `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` from the environment. Default: true.
     #[serde(default = "yes")]
     pub use_env_proxy: bool,
+    /// `gws` (default): log in to GWS first (`GET /api/v2/me` for the `JSESSIONID` cookie and
+    /// the CSRF token), start the contact-centre session, recover chat state after every
+    /// (re)handshake. `bayeux`: a plain Bayeux/CometD server (no login; e.g. Faye).
+    #[serde(default)]
+    pub server: ServerKind,
+    /// Media channels for `StartContactCenterSession` after the subscriptions are confirmed;
+    /// an empty list starts none. Default: `["chat"]`.
+    #[serde(default = "default_media")]
+    pub contact_center_channels: Vec<String>,
+    /// Send `EndContactCenterSession` on shutdown (when one was started). Default: true.
+    #[serde(default = "yes")]
+    pub end_contact_center_session: bool,
+    /// After every (re)handshake read `GET /api/v2/me?subresources=*` and report each chat whose
+    /// state changed (or that vanished) while chatwatch was not listening, as events with
+    /// `recovered: true`. Default: true.
+    #[serde(default = "yes")]
+    pub recover_state: bool,
+}
+
+/// What kind of server an account talks to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerKind {
+    /// Genesys Web Services: login, CSRF, contact-centre session, state recovery.
+    #[default]
+    Gws,
+    /// A plain Bayeux server.
+    Bayeux,
 }
 
 /// Bayeux timing. The server's advice overrides `default_timeout` and `default_max_interval`.
@@ -247,6 +275,10 @@ fn yes() -> bool {
 
 fn default_notifications_path() -> String {
     "/api/v2/notifications".to_owned()
+}
+
+fn default_media() -> Vec<String> {
+    vec!["chat".to_owned()]
 }
 
 fn default_channels() -> Vec<String> {
@@ -471,6 +503,17 @@ impl AccountConfig {
             default_timeout: bayeux.default_timeout,
             default_max_interval: bayeux.default_max_interval,
             handshake_ext: None,
+            requires_login: self.server == ServerKind::Gws,
+        }
+    }
+
+    /// What the GWS layer does around the session (for `server = "gws"`).
+    pub fn gws_behaviour(&self) -> crate::gws::session::GwsBehaviour {
+        crate::gws::session::GwsBehaviour {
+            start_contact_center_session: (!self.contact_center_channels.is_empty())
+                .then(|| self.contact_center_channels.clone()),
+            end_contact_center_session: self.end_contact_center_session,
+            recover_state: self.recover_state,
         }
     }
 

@@ -2,8 +2,8 @@
 //! Bayeux session and one event pipeline per account into the shared sink fan-out, and shuts
 //! everything down in order when asked.
 //!
-//! The path of an event: session task → bounded channel → pipeline task (GWS decode, chat
-//! tracker, event record) → [`Fanout`] → one queue and task per sink. The session never waits on
+//! The path of an event: session task → bounded channel → pipeline task ([`crate::pipeline`]:
+//! GWS decode, chat tracker, event record) → [`Fanout`] → one queue and task per sink. The session never waits on
 //! a sink: the fan-out only ever `try_send`s, and counts what a full queue refuses.
 
 pub mod config;
@@ -16,11 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::bayeux::client::{self, SessionSettings, SessionStatus};
-use crate::bayeux::Delivery;
-use crate::event::Event;
+use crate::gws::session::{GwsHooks, GwsSession, SessionError};
+use crate::pipeline::{self, PipelineInput};
 use crate::sinks::Fanout;
-use crate::tracker::ChatTracker;
-use config::{Config, ConfigError, LogFormat};
+use config::{Config, ConfigError, LogFormat, ServerKind};
 
 /// Deliveries buffered between a session and its pipeline.
 const PIPELINE_CAPACITY: usize = 4096;
@@ -37,6 +36,9 @@ pub enum ServiceError {
     /// A session transport could not be built.
     #[error("{0}")]
     Session(#[from] client::ClientError),
+    /// A GWS session could not be built.
+    #[error("{0}")]
+    Gws(#[from] SessionError),
 }
 
 /// Installs the global tracing subscriber: `RUST_LOG` if set, else the configured level; human
@@ -85,12 +87,21 @@ pub async fn run_with(
                 source,
             }
         })?;
-        sessions.push(SessionSettings {
+        let gws = match account.server {
+            ServerKind::Gws => {
+                let timeout = config.bayeux.max_network_delay;
+                let session = GwsSession::new(name, account.url.clone(), http.clone(), timeout)?;
+                Some((Arc::new(session), account.gws_behaviour()))
+            }
+            ServerKind::Bayeux => None,
+        };
+        let settings = SessionSettings {
             account: name.clone(),
             protocol: account.protocol_config(&config.bayeux),
             http,
             reauth_delay: config.bayeux.reauth_delay,
-        });
+        };
+        sessions.push((settings, gws));
     }
     let fanout = Arc::new(Fanout::new(config.sinks.clone().into_iter().collect()).await?);
     info!(
@@ -103,18 +114,25 @@ pub async fn run_with(
     let mut session_tasks = JoinSet::new();
     let mut pipeline_tasks = JoinSet::new();
     let mut statuses = Vec::new();
-    for settings in sessions {
-        let (tx, rx) = mpsc::channel(PIPELINE_CAPACITY);
+    for (settings, gws) in sessions {
+        let (tx, rx) = mpsc::channel::<PipelineInput>(PIPELINE_CAPACITY);
         let (status_tx, status_rx) = watch::channel(SessionStatus::default());
         statuses.push((settings.account.clone(), status_rx));
         let account = settings.account.clone();
-        pipeline_tasks.spawn(pipeline(
-            account,
-            rx,
-            fanout.clone(),
-            config.tracker.max_chats,
-        ));
-        session_tasks.spawn(client::run(settings, tx, status_tx, session_stop.clone()));
+        let max_chats = config.tracker.max_chats;
+        pipeline_tasks.spawn(pipeline::run(account, rx, fanout.clone(), max_chats));
+        let stop = session_stop.clone();
+        match gws {
+            Some((session, behaviour)) => {
+                let hooks = Arc::new(GwsHooks::new(session, behaviour, tx.clone()));
+                session_tasks.spawn(client::run(settings, hooks, tx, status_tx, stop));
+            }
+            None => {
+                let http = settings.http.clone();
+                let hooks = Arc::new(client::PlainBayeux { http });
+                session_tasks.spawn(client::run(settings, hooks, tx, status_tx, stop));
+            }
+        }
     }
     started(Running { status: statuses });
 
@@ -142,24 +160,4 @@ pub async fn run_with(
     }
     info!("chatwatch stopped");
     first_error.map_or(Ok(()), Err)
-}
-
-/// One account's pipeline: decode, track, build the event record, hand it to the sinks.
-async fn pipeline(
-    account: String,
-    mut rx: mpsc::Receiver<Delivery>,
-    fanout: Arc<Fanout>,
-    max_chats: usize,
-) {
-    let mut tracker = ChatTracker::new(max_chats);
-    while let Some(delivery) = rx.recv().await {
-        let event = Event::from_delivery(&account, &delivery, &mut tracker);
-        metrics::counter!(
-            "chatwatch_events_total",
-            "account" => account.clone(),
-            "kind" => event.kind.as_str()
-        )
-        .increment(1);
-        fanout.send(Arc::new(event));
-    }
 }

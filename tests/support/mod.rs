@@ -20,7 +20,11 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A free TCP port on 127.0.0.1 (bound and released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn repo() -> PathBuf {
@@ -45,7 +49,14 @@ impl Faye {
         );
         let mut child = Command::new("node")
             .arg(&script)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--timeout", &timeout_secs.to_string()])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--timeout",
+                &timeout_secs.to_string(),
+            ])
             .arg("--die-with-stdin")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -87,28 +98,48 @@ impl Faye {
 
     /// Publishes `count` chat events with `seq` = `start..start+count`, in order.
     pub async fn publish(&self, start: u64, count: u64) {
-        let r = self.post("/control/publish", json!({"channel": "/v2/me/chats", "start": start, "count": count})).await;
+        let r = self
+            .post(
+                "/control/publish",
+                json!({"channel": "/v2/me/chats", "start": start, "count": count}),
+            )
+            .await;
         assert_eq!(r["published"], count);
     }
 
     /// Publishes one message with the given `data` on `channel`.
     pub async fn publish_data(&self, channel: &str, data: Value) {
-        self.post("/control/publish", json!({"channel": channel, "count": 1, "start": 0, "data": data})).await;
+        self.post(
+            "/control/publish",
+            json!({"channel": channel, "count": 1, "start": 0, "data": data}),
+        )
+        .await;
     }
 
     /// Makes the server forget every session.
     pub async fn drop_sessions(&self) -> u64 {
-        self.post("/control/drop-sessions", json!({})).await["dropped"].as_u64().unwrap()
+        self.post("/control/drop-sessions", json!({})).await["dropped"]
+            .as_u64()
+            .unwrap()
     }
 
     /// Arms a fault for the next `count` Bayeux requests.
     pub async fn fault(&self, mode: &str, count: u32, size_bytes: u64) {
-        self.post("/control/fault", json!({"mode": mode, "count": count, "size_bytes": size_bytes})).await;
+        self.post(
+            "/control/fault",
+            json!({"mode": mode, "count": count, "size_bytes": size_bytes}),
+        )
+        .await;
     }
 
     /// The side door's view of sessions and counters.
     pub async fn state(&self) -> Value {
-        let r = self.http.get(self.url("/control/state")).send().await.unwrap();
+        let r = self
+            .http
+            .get(self.url("/control/state"))
+            .send()
+            .await
+            .unwrap();
         serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
     }
 
@@ -119,7 +150,10 @@ impl Faye {
             .as_object()
             .map(|m| {
                 m.values()
-                    .filter(|v| v.as_array().is_some_and(|a| a.iter().any(|c| c == "/v2/me/chats")))
+                    .filter(|v| {
+                        v.as_array()
+                            .is_some_and(|a| a.iter().any(|c| c == "/v2/me/chats"))
+                    })
                     .count()
             })
             .unwrap_or(0)
@@ -157,6 +191,7 @@ url = "http://127.0.0.1:{port}"
 username = "agent1"
 password = "test-password-not-for-logs"
 use_env_proxy = false
+server = "bayeux"
 
 [bayeux]
 max_network_delay = "2s"
@@ -200,7 +235,10 @@ queue_capacity = 100000
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap();
-        Daemon { child: Some(child), dir }
+        Daemon {
+            child: Some(child),
+            dir,
+        }
     }
 
     /// The event file.
@@ -219,7 +257,8 @@ queue_capacity = 100000
 
     /// The daemon's log lines (JSON), parsed; unparseable lines are kept as strings.
     pub fn log(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(self.dir.path().join("chatwatch.log")).unwrap_or_default();
+        let text =
+            std::fs::read_to_string(self.dir.path().join("chatwatch.log")).unwrap_or_default();
         text.lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|_| Value::String(l.to_owned())))
             .collect()
@@ -232,15 +271,26 @@ queue_capacity = 100000
 
     /// How many log lines have this `message`.
     pub fn count_log(&self, message: &str) -> usize {
-        self.log().iter().filter(|l| l["message"] == message).count()
+        self.log()
+            .iter()
+            .filter(|l| l["message"] == message)
+            .count()
     }
 
     /// Waits until the log has more than `after` lines with this `message`.
     pub async fn wait_log(&self, message: &str, after: usize) {
         let deadline = Instant::now() + DEADLINE;
         while self.count_log(message) <= after {
-            assert!(self.running(), "chatwatch exited; log:\n{}", self.log_text());
-            assert!(Instant::now() < deadline, "no new {message:?} in the log:\n{}", self.log_text());
+            assert!(
+                self.running(),
+                "chatwatch exited; log:\n{}",
+                self.log_text()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "no new {message:?} in the log:\n{}",
+                self.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -249,14 +299,19 @@ queue_capacity = 100000
     pub async fn wait_log_text(&self, needle: &str) {
         let deadline = Instant::now() + DEADLINE;
         while !self.log_text().contains(needle) {
-            assert!(Instant::now() < deadline, "no {needle:?} in the log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the log:\n{}",
+                self.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     /// Waits until the session is connected and subscribed for the `n`-th time.
     pub async fn wait_listening(&self, n: usize) {
-        self.wait_log("listening: connected and subscribed", n - 1).await;
+        self.wait_log("listening: connected and subscribed", n - 1)
+            .await;
     }
 
     /// Waits until the event file holds at least `n` complete lines, and returns them.
@@ -288,7 +343,11 @@ queue_capacity = 100000
     /// Sends a signal (`INT`, `TERM`, `KILL`).
     pub fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().unwrap().id();
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -300,7 +359,11 @@ queue_capacity = 100000
             if let Some(status) = child.try_wait().unwrap() {
                 return status.code();
             }
-            assert!(Instant::now() < deadline, "chatwatch did not exit; log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "chatwatch did not exit; log:\n{}",
+                self.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -308,7 +371,11 @@ queue_capacity = 100000
 
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }
 
@@ -330,7 +397,10 @@ pub fn tail(text: &str, n: usize) -> String {
 /// Asserts that `events` carry `seq` exactly `0..n` in order (no loss, no duplicate, no
 /// reordering) and returns nothing.
 pub fn assert_sequence(events: &[Value], n: u64) {
-    let seqs: Vec<u64> = events.iter().map(|e| e["data"]["seq"].as_u64().expect("seq")).collect();
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e["data"]["seq"].as_u64().expect("seq"))
+        .collect();
     let expected: Vec<u64> = (0..n).collect();
     if seqs != expected {
         let first_bad = seqs.iter().zip(&expected).position(|(a, b)| a != b);
