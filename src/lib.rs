@@ -6,10 +6,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod bayeux;
 pub mod event;
 pub mod gws;
+pub mod pipeline;
 pub mod secret;
 pub mod service;
+pub mod sim;
 pub mod sinks;
 pub mod tracker;

@@ -1,18 +1,25 @@
-//! The `chatwatch` command line: `run` the daemon, `check` a configuration file.
+//! The `chatwatch` command line: `run` the daemon, `check` a configuration file, perform `chat`
+//! operations, run the GWS simulator (`sim`) or the whole life cycle on one machine (`demo`).
 //!
 //! Everything here is thin: it parses arguments, loads the configuration, installs logging and
 //! the Ctrl-C / SIGTERM handler, and calls into the library, where the logic (and its tests) live.
 
 #![forbid(unsafe_code)]
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use chatwatch::app;
+use chatwatch::gws::operations::{ChatOperation, ClosingText, TransferTarget, TreatAs};
 use chatwatch::service::{self, config::Config};
+use chatwatch::sim::{Scenario, SimConfig, SimUser};
 
 /// Listens to Genesys Web Services chat notifications and delivers typed events to sinks.
 #[derive(Debug, Parser)]
@@ -36,6 +43,249 @@ enum Command {
         #[arg(short, long, default_value = "config/chatwatch.toml")]
         config: PathBuf,
     },
+    /// Perform a GWS chat operation as the configured agent.
+    Chat(ChatArgs),
+    /// Run the GWS simulator until Ctrl-C.
+    Sim(SimArgs),
+    /// Run the simulator, the daemon and a scripted chat life cycle on this machine.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct ChatArgs {
+    /// The configuration file (TOML) naming the account.
+    #[arg(short, long, default_value = "config/chatwatch.toml", global = true)]
+    config: PathBuf,
+    /// The account to act as (default: the only enabled one).
+    #[arg(long, global = true)]
+    account: Option<String>,
+    /// Wait for the notification the operation causes, and print it.
+    #[arg(long, global = true)]
+    wait: bool,
+    /// How long to wait with --wait.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, global = true)]
+    timeout: Duration,
+    #[command(subcommand)]
+    op: ChatOp,
+}
+
+/// The optional closing text of Leave, Complete and Transfer.
+#[derive(Debug, Args)]
+struct ClosingArgs {
+    /// A text sent to the chat as the agent leaves.
+    #[arg(long)]
+    text: Option<String>,
+    /// The message type of --text (GWS default `Text`); only with --text.
+    #[arg(long)]
+    message_type: Option<String>,
+    /// How --text is shown (GWS default Normal); only with --text.
+    #[arg(long, ignore_case = true)]
+    treat_as: Option<TreatAs>,
+}
+
+impl ClosingArgs {
+    fn into_closing(self) -> ClosingText {
+        ClosingText::new(self.text, self.message_type, self.treat_as)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum ChatOp {
+    /// Accept an offered chat.
+    Accept {
+        /// The chat (interaction) id.
+        chat_id: String,
+        /// The name shown to the customer.
+        #[arg(long)]
+        nickname: Option<String>,
+    },
+    /// Reject an offered chat.
+    Reject {
+        /// The chat id.
+        chat_id: String,
+    },
+    /// Send a message to the chat.
+    SendMessage {
+        /// The chat id.
+        chat_id: String,
+        /// The text.
+        #[arg(long)]
+        text: String,
+        /// An optional message type label.
+        #[arg(long)]
+        message_type: Option<String>,
+        /// Normal or System.
+        #[arg(long, ignore_case = true)]
+        treat_as: Option<TreatAs>,
+    },
+    /// Leave the chat (LeftChat when alone, Completed in a conference).
+    Leave {
+        /// The chat id.
+        chat_id: String,
+        #[command(flatten)]
+        closing: ClosingArgs,
+    },
+    /// Complete the interaction.
+    Complete {
+        /// The chat id.
+        chat_id: String,
+        /// Place the interaction in this queue.
+        #[arg(long)]
+        queue_name: Option<String>,
+        #[command(flatten)]
+        closing: ClosingArgs,
+    },
+    /// Transfer the chat to an agent (--target-uri) or a queue (--queue-name).
+    Transfer {
+        /// The chat id.
+        chat_id: String,
+        /// The target agent's URI.
+        #[arg(long)]
+        target_uri: Option<String>,
+        /// The target queue.
+        #[arg(long)]
+        queue_name: Option<String>,
+        #[command(flatten)]
+        closing: ClosingArgs,
+    },
+    /// Set the disposition code.
+    SetDisposition {
+        /// The chat id.
+        chat_id: String,
+        /// The disposition value.
+        #[arg(long)]
+        disposition: String,
+        /// The user-data key (GWS default: the configured key, normally DispositionCode).
+        #[arg(long)]
+        disposition_key: Option<String>,
+    },
+    /// Attach user data (--data key=value, repeatable; values that parse as JSON are kept typed).
+    AttachUserData {
+        /// The chat id.
+        chat_id: String,
+        /// key=value pairs.
+        #[arg(long = "data", value_parser = parse_pair, required = true)]
+        data: Vec<(String, Value)>,
+    },
+    /// Update user data (--data key=value, repeatable).
+    UpdateUserData {
+        /// The chat id.
+        chat_id: String,
+        /// key=value pairs.
+        #[arg(long = "data", value_parser = parse_pair, required = true)]
+        data: Vec<(String, Value)>,
+    },
+    /// Delete user data keys (--key K, repeatable).
+    DeleteUserData {
+        /// The chat id.
+        chat_id: String,
+        /// The keys to delete.
+        #[arg(long = "key", required = true)]
+        keys: Vec<String>,
+    },
+    /// Send a typing-started notification.
+    StartTyping {
+        /// The chat id.
+        chat_id: String,
+    },
+    /// Send a typing-stopped notification.
+    StopTyping {
+        /// The chat id.
+        chat_id: String,
+    },
+}
+
+impl ChatOp {
+    fn into_operation(self) -> anyhow::Result<(String, ChatOperation)> {
+        let map = |pairs: Vec<(String, Value)>| pairs.into_iter().collect::<Map<String, Value>>();
+        Ok(match self {
+            ChatOp::Accept { chat_id, nickname } => (chat_id, ChatOperation::Accept { nickname }),
+            ChatOp::Reject { chat_id } => (chat_id, ChatOperation::Reject),
+            ChatOp::SendMessage { chat_id, text, message_type, treat_as } => (
+                chat_id,
+                ChatOperation::SendMessage { text, message_type, treat_as },
+            ),
+            ChatOp::Leave { chat_id, closing } => (chat_id, ChatOperation::Leave(closing.into_closing())),
+            ChatOp::Complete { chat_id, queue_name, closing } => (
+                chat_id,
+                ChatOperation::Complete { queue_name, closing: closing.into_closing() },
+            ),
+            ChatOp::Transfer { chat_id, target_uri, queue_name, closing } => (
+                chat_id,
+                ChatOperation::Transfer {
+                    target: TransferTarget::from_options(target_uri, queue_name)?,
+                    closing: closing.into_closing(),
+                },
+            ),
+            ChatOp::SetDisposition { chat_id, disposition, disposition_key } => (
+                chat_id,
+                ChatOperation::SetDisposition { disposition, disposition_key },
+            ),
+            ChatOp::AttachUserData { chat_id, data } => (chat_id, ChatOperation::AttachUserData(map(data))),
+            ChatOp::UpdateUserData { chat_id, data } => (chat_id, ChatOperation::UpdateUserData(map(data))),
+            ChatOp::DeleteUserData { chat_id, keys } => (chat_id, ChatOperation::DeleteUserData(keys)),
+            ChatOp::StartTyping { chat_id } => (chat_id, ChatOperation::SendStartTypingNotification),
+            ChatOp::StopTyping { chat_id } => (chat_id, ChatOperation::SendStopTypingNotification),
+        })
+    }
+}
+
+fn parse_pair(s: &str) -> Result<(String, Value), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}` is not key=value"))?;
+    let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()));
+    Ok((k.to_owned(), value))
+}
+
+#[derive(Debug, Args)]
+struct SimArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    listen: SocketAddr,
+    /// A user as NAME:PASSWORD[:NICKNAME] (repeatable). Default: agent1:password1, agent2:password2.
+    #[arg(long = "user", value_parser = parse_user)]
+    users: Vec<SimUser>,
+    /// How long a /meta/connect is held.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// How long a CometD session lives without a connect.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    max_interval: Duration,
+    /// Do not enforce CSRF tokens.
+    #[arg(long)]
+    no_csrf: bool,
+    /// Offer this many chats (scenario driver); 0: none.
+    #[arg(long, default_value_t = 0)]
+    offer: usize,
+    /// Offers per second for --offer.
+    #[arg(long, default_value_t = 1.0)]
+    rate: f64,
+    /// Agents the offered chats go to, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "agent1")]
+    agents: Vec<String>,
+}
+
+fn parse_user(s: &str) -> Result<SimUser, String> {
+    let mut parts = s.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(n), Some(p), nick) if !n.is_empty() && !p.is_empty() => Ok(SimUser::new(n, p, nick.unwrap_or(n))),
+        _ => Err(format!("`{s}` is not NAME:PASSWORD[:NICKNAME]")),
+    }
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Directory for the event files (default: a new one under the system temp dir).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Where the simulator listens.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Pause between the steps of a chat.
+    #[arg(long, default_value = "400ms", value_parser = humantime::parse_duration)]
+    step: Duration,
+    /// Pause between live chats after the script (0s: stop after the script).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    live_every: Duration,
 }
 
 fn main() -> ExitCode {
@@ -63,18 +313,91 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
             service::init_logging(&cfg.log);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            runtime.block_on(async {
+            runtime()?.block_on(async {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(stop_on_signal(shutdown.clone()));
                 service::run(cfg, shutdown).await
             })?;
             Ok(())
         }
+        Command::Chat(args) => {
+            init_cli_logging();
+            let cfg = Config::load(&args.config)?;
+            let (chat_id, op) = args.op.into_operation()?;
+            let wait = args.wait.then_some(args.timeout);
+            let outcome = runtime()?.block_on(app::chat::run(&cfg, args.account.as_deref(), &chat_id, &op, wait))?;
+            let reference = outcome
+                .response
+                .reference_id
+                .as_ref()
+                .map(|r| format!(", referenceId {}", serde_json::to_string(r).unwrap_or_default()))
+                .unwrap_or_default();
+            println!("{} accepted for chat {chat_id} (statusCode 0{reference})", op.name());
+            if let Some(event) = outcome.event {
+                println!("{}", serde_json::to_string(&event).context("cannot print the event")?);
+            }
+            Ok(())
+        }
+        Command::Sim(args) => {
+            init_cli_logging();
+            let config = SimConfig {
+                users: if args.users.is_empty() { SimConfig::default().users } else { args.users },
+                bayeux_timeout: args.timeout,
+                max_interval: args.max_interval,
+                csrf: !args.no_csrf,
+                external_base: None,
+            };
+            let scenario = (args.offer > 0).then(|| Scenario {
+                chats: args.offer,
+                rate_per_sec: args.rate,
+                agents: args.agents.clone(),
+            });
+            let opts = app::sim::SimOptions {
+                listen: args.listen,
+                config,
+                scenario,
+            };
+            runtime()?.block_on(async {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(stop_on_signal(shutdown.clone()));
+                app::sim::run(opts, shutdown).await
+            })?;
+            Ok(())
+        }
+        Command::Demo(args) => {
+            service::init_logging(&chatwatch::service::config::LogConfig::default());
+            let opts = app::demo::DemoOptions {
+                dir: args.dir,
+                listen: args.listen,
+                step: args.step,
+                live_every: args.live_every,
+            };
+            runtime()?.block_on(async {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(stop_on_signal(shutdown.clone()));
+                app::demo::run(opts, shutdown).await
+            })?;
+            Ok(())
+        }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Logging for one-shot commands: warnings and errors on standard error, so standard output
+/// carries only the result. `RUST_LOG` overrides the level.
+fn init_cli_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Cancels `token` on the first SIGINT (Ctrl-C) or SIGTERM.

@@ -71,7 +71,10 @@ impl ChatTracker {
 
     /// The remembered chats whose id is not in `ids`, with their last state, least recently
     /// touched first. Used to find chats that vanished while chatwatch was not listening.
-    pub fn chats_not_in(&self, ids: &std::collections::HashSet<String>) -> Vec<(String, ChatState)> {
+    pub fn chats_not_in(
+        &self,
+        ids: &std::collections::HashSet<String>,
+    ) -> Vec<(String, ChatState)> {
         self.chats
             .iter()
             .rev()
@@ -233,6 +236,27 @@ mod tests {
             .map(|(.., value)| value)
             .collect();
         assert_eq!(counted, vec![DebugValue::Counter(7)]);
+    }
+
+    #[test]
+    fn forget_and_chats_not_in() {
+        let mut tracker = ChatTracker::new(10);
+        tracker.observe("a", Some(&ChatState::Chatting));
+        tracker.observe("b", Some(&ChatState::LeftChat));
+        tracker.observe("c", Some(&ChatState::Invited));
+        tracker.observe("a", None); // "a" is now the most recently touched
+        let listed: std::collections::HashSet<String> = ["c".to_owned()].into();
+        assert_eq!(
+            tracker.chats_not_in(&listed),
+            vec![
+                ("b".to_owned(), ChatState::LeftChat),
+                ("a".to_owned(), ChatState::Chatting)
+            ],
+            "least recently touched first"
+        );
+        assert_eq!(tracker.forget("b"), Some(ChatState::LeftChat));
+        assert_eq!(tracker.forget("b"), None);
+        assert_eq!(tracker.len(), 2);
     }
 
     #[test]

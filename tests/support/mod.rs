@@ -215,6 +215,79 @@ queue_capacity = 100000
         )
     }
 
+    /// The configuration for a GWS server (the simulator) at `url`, logging in as `agent1`
+    /// with `password`; a file sink of every event and one of transitions into `LeftChat`.
+    pub fn gws_config(url: &str, password: &str, dir: &Path) -> String {
+        format!(
+            r#"
+[accounts.main]
+url = "{url}"
+username = "agent1"
+password = "{password}"
+use_env_proxy = false
+
+[bayeux]
+max_network_delay = "2s"
+backoff_increment = "200ms"
+max_backoff = "2s"
+default_max_interval = "2s"
+reauth_delay = "1s"
+
+[log]
+level = "info,chatwatch=debug"
+format = "json"
+
+[sinks.events]
+type = "file"
+path = "{events}"
+fsync = "never"
+
+[sinks.left_chat]
+type = "file"
+path = "{left}"
+fsync = "always"
+filter = {{ entered_states = ["LeftChat"] }}
+"#,
+            events = dir.join("events.jsonl").display(),
+            left = dir.join("left-chat.jsonl").display(),
+        )
+    }
+
+    /// Starts `chatwatch run` against a GWS server (the simulator) at `url`.
+    pub fn start_gws(url: &str, password: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("chatwatch.toml");
+        std::fs::write(&config, Self::gws_config(url, password, dir.path())).unwrap();
+        Self::start_with_config(dir, &config)
+    }
+
+    /// Complete lines of another JSON Lines file in the working directory.
+    pub fn lines_of(&self, name: &str) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        text.split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Waits until some event satisfies `pred`, and returns all events at that moment.
+    pub async fn wait_event(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let events = self.events();
+            if events.iter().any(&pred) {
+                return events;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no event {what}; {} events; log:\n{}",
+                events.len(),
+                tail(&self.log_text(), 40)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Starts `chatwatch run` against the server on `port`. `bayeux_extra` lines go into the
     /// `[bayeux]` table.
     pub fn start(port: u16, bayeux_extra: &str) -> Daemon {
