@@ -154,8 +154,13 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<PathB
     let outcome = async {
         let mut running = ready_rx.await.map_err(|_| DemoError::NotListening)?;
         let (_, status) = running.status.first_mut().ok_or(DemoError::NotListening)?;
-        let waited = tokio::time::timeout(Duration::from_secs(30), status.wait_for(|s| s.subscribed)).await;
-        if !matches!(waited, Ok(Ok(_))) {
+        // Never keep the `Ref` that `wait_for` returns: it holds the watch's lock, and the
+        // session would block on its next status update.
+        let listening = matches!(
+            tokio::time::timeout(Duration::from_secs(30), status.wait_for(|s| s.subscribed)).await,
+            Ok(Ok(_))
+        );
+        if !listening {
             return Err(DemoError::NotListening);
         }
         // The agent's desktop: a second GWS session of the same agent that performs operations.

@@ -80,6 +80,10 @@ pub struct SessionSettings {
 }
 
 /// What a session reports about itself, for readiness checks and tests.
+///
+/// Read it through a `watch::Receiver` and never hold a `watch::Ref` (from `borrow` or
+/// `wait_for`) across an `.await`: the session writes every state change into the channel and
+/// would wait for the reader to let go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionStatus {
     /// The protocol state.
