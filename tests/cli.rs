@@ -40,8 +40,14 @@ fn a_valid_file_prints_the_effective_config_with_secrets_masked() {
     assert!(stdout.contains("valid"), "{stdout}");
     assert!(stdout.contains("password = \"***\""), "{stdout}");
     assert!(!stdout.contains("hunter2-secret"), "{stdout}");
-    assert!(stdout.contains("max_network_delay = \"10s\""), "defaults are shown: {stdout}");
-    assert!(stdout.contains("entered_states = [\"LeftChat\"]"), "{stdout}");
+    assert!(
+        stdout.contains("max_network_delay = \"10s\""),
+        "defaults are shown: {stdout}"
+    );
+    assert!(
+        stdout.contains("entered_states = [\"LeftChat\"]"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -59,7 +65,12 @@ fn a_broken_file_fails_with_one_line_naming_the_file_and_the_key() {
     let (ok, _, stderr) = check(&GOOD.replace("username", "user_name"), &[]);
     assert!(!ok);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("chatwatch.toml") && stderr.contains("user_name") && stderr.contains("accounts.main"), "{stderr}");
+    assert!(
+        stderr.contains("chatwatch.toml")
+            && stderr.contains("user_name")
+            && stderr.contains("accounts.main"),
+        "{stderr}"
+    );
     let (ok, _, stderr) = check(&GOOD.replace("\"file\"", "\"fiel\""), &[]);
     assert!(!ok);
     assert!(stderr.contains("fiel"), "{stderr}");
@@ -67,20 +78,34 @@ fn a_broken_file_fails_with_one_line_naming_the_file_and_the_key() {
 
 #[test]
 fn a_missing_password_file_is_reported_without_running() {
-    let config = GOOD.replace("password = \"hunter2-secret\"", "password_file = \"/nonexistent/chatwatch-pw\"");
+    let config = GOOD.replace(
+        "password = \"hunter2-secret\"",
+        "password_file = \"/nonexistent/chatwatch-pw\"",
+    );
     let (ok, _, stderr) = check(&config, &[]);
     assert!(!ok);
-    assert!(stderr.contains("accounts.main.password_file") && stderr.contains("/nonexistent/chatwatch-pw"), "{stderr}");
+    assert!(
+        stderr.contains("accounts.main.password_file")
+            && stderr.contains("/nonexistent/chatwatch-pw"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn the_shipped_config_file_checks() {
     let out = Command::new(env!("CARGO_BIN_EXE_chatwatch"))
         .args(["check", "--config"])
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config/chatwatch.toml"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/chatwatch.toml"
+        ))
         .env("CHATWATCH_MAIN_PASSWORD", "from-the-environment")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("from-the-environment"));
 }

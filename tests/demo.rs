@@ -36,21 +36,43 @@ async fn the_demo_plays_the_life_cycle_keeps_going_and_stops_on_ctrl_c() {
     // Wait until the script is done and live traffic has produced a completed chat too.
     let events = loop {
         let events = lines(&events_path);
-        let completed = events.iter().filter(|e| e["chat"]["state"] == "Completed").count();
+        let completed = events
+            .iter()
+            .filter(|e| e["chat"]["state"] == "Completed")
+            .count();
         if completed >= 3 {
             break events;
         }
         assert!(child.try_wait().unwrap().is_none(), "demo exited early");
-        assert!(Instant::now() < deadline, "demo produced only {} events", events.len());
+        assert!(
+            Instant::now() < deadline,
+            "demo produced only {} events",
+            events.len()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let ok = Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
+    let ok = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(ok.success());
     let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "exit {:?}: {}", output.status, String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "exit {:?}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains(&events_path.display().to_string()), "prints where the file sink writes: {stdout}");
-    assert!(stdout.contains("chat LeftChat (was Chatting)"), "typed events with previous_state in the log");
+    assert!(
+        stdout.contains(&events_path.display().to_string()),
+        "prints where the file sink writes: {stdout}"
+    );
+    assert!(
+        stdout.contains("chat LeftChat (was Chatting)"),
+        "typed events with previous_state in the log"
+    );
 
     // The first chat: alone, so Leave → LeftChat, then disposition and Complete.
     let first = events[0]["chat"]["id"].as_str().unwrap().to_owned();
@@ -62,10 +84,15 @@ async fn the_demo_plays_the_life_cycle_keeps_going_and_stops_on_ctrl_c() {
             (s(&e["chat"]["state"]), s(&e["chat"]["previous_state"]))
         })
         .collect();
-    let expected: Vec<(String, String)> = [("Invited", "-"), ("Chatting", "Invited"), ("LeftChat", "Chatting"), ("Completed", "LeftChat")]
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
+    let expected: Vec<(String, String)> = [
+        ("Invited", "-"),
+        ("Chatting", "Invited"),
+        ("LeftChat", "Chatting"),
+        ("Completed", "LeftChat"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
     assert_eq!(chain, expected);
     // The second: a conference, so Leave → Completed directly.
     let second = events

@@ -21,28 +21,38 @@ pub enum ChannelError {
 
 /// Checks that `pattern` is a subscribable channel name or glob.
 pub fn validate_pattern(pattern: &str) -> Result<(), ChannelError> {
-    let rest = pattern
-        .strip_prefix('/')
-        .ok_or_else(|| ChannelError::Shape(pattern.to_owned()))?;
-    let segments: Vec<&str> = rest.split('/').collect();
-    if segments.iter().any(|s| s.is_empty()) {
-        return Err(ChannelError::Shape(pattern.to_owned()));
-    }
-    let last = segments.len() - 1;
-    for (i, seg) in segments.iter().enumerate() {
-        let glob = *seg == "*" || *seg == "**";
-        if (seg.contains('*') && !glob) || (glob && i != last) {
-            return Err(ChannelError::Glob(pattern.to_owned()));
-        }
-    }
-    if segments[0] == "meta" {
+    check_shape(pattern)?;
+    if pattern.starts_with("/meta/") {
         return Err(ChannelError::Meta(pattern.to_owned()));
     }
     Ok(())
 }
 
+/// The shape rules of a name or glob (no allocation: this runs for every delivery).
+fn check_shape(pattern: &str) -> Result<(), ChannelError> {
+    let rest = pattern
+        .strip_prefix('/')
+        .ok_or_else(|| ChannelError::Shape(pattern.to_owned()))?;
+    let mut segments = rest.split('/').peekable();
+    while let Some(seg) = segments.next() {
+        if seg.is_empty() {
+            return Err(ChannelError::Shape(pattern.to_owned()));
+        }
+        let glob = seg == "*" || seg == "**";
+        let last = segments.peek().is_none();
+        if (seg.contains('*') && !glob) || (glob && !last) {
+            return Err(ChannelError::Glob(pattern.to_owned()));
+        }
+    }
+    Ok(())
+}
+
 /// Whether the concrete `channel` matches `pattern` (a name, or a name ending in `*` or `**`).
+/// A pattern that breaks the shape rules is compared literally. Pure; never panics.
 pub fn matches(pattern: &str, channel: &str) -> bool {
+    if check_shape(pattern).is_err() {
+        return pattern == channel;
+    }
     if let Some(prefix) = pattern.strip_suffix("/**") {
         return channel
             .strip_prefix(prefix)

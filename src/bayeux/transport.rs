@@ -119,6 +119,26 @@ impl fmt::Debug for HttpSettings {
     }
 }
 
+impl HttpSettings {
+    /// Settings for `url` with the documented defaults: no credentials, 8 MiB responses, 10 s to
+    /// connect, 2 idle connections, system roots, no proxy (environment proxies ignored).
+    pub fn new(url: Url) -> HttpSettings {
+        HttpSettings {
+            url,
+            basic_auth: None,
+            headers: Vec::new(),
+            max_response_bytes: 8 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            pool_max_idle_per_host: 2,
+            ca_file: None,
+            danger_accept_invalid_certs: false,
+            proxy: None,
+            no_env_proxy: true,
+            user_agent: format!("chatwatch/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
 /// A URL with any password replaced, for logs.
 pub fn redact_url(url: &Url) -> String {
     let mut u = url.clone();

@@ -82,10 +82,10 @@ impl FilterConfig {
             }
         }
         for (i, pattern) in self.channels.iter().enumerate() {
-            if let Err(reason) = check_channel_pattern(pattern) {
+            if let Err(reason) = crate::bayeux::channel::validate_pattern(pattern) {
                 return Err(SinkError::invalid(
                     format!("filter.channels[{i}]"),
-                    format!("`{pattern}` is not a valid channel pattern: {reason}"),
+                    reason.to_string(),
                 ));
             }
         }
@@ -144,67 +144,9 @@ fn contains(list: &[String], value: Option<&str>) -> bool {
     value.is_some_and(|v| list.iter().any(|entry| entry == v))
 }
 
-/// Checks a channel pattern: it starts with `/`, has no empty segment, and uses `*` or `**`
-/// only as the whole last segment.
-fn check_channel_pattern(pattern: &str) -> Result<(), &'static str> {
-    let Some(rest) = pattern.strip_prefix('/') else {
-        return Err("it must start with `/`");
-    };
-    let segments: Vec<&str> = rest.split('/').collect();
-    let last = segments.len() - 1;
-    for (i, segment) in segments.iter().enumerate() {
-        if segment.is_empty() {
-            return Err("it has an empty segment");
-        }
-        if segment.contains('*') {
-            if i != last {
-                return Err("a glob is only allowed as the last segment");
-            }
-            if *segment != "*" && *segment != "**" {
-                return Err("a glob must be the whole segment, `*` or `**`");
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Whether the Bayeux channel `channel` matches `pattern`.
-///
-/// A pattern is a channel name (exact, case-sensitive match) or a channel name whose last
-/// segment is a glob: `*` matches exactly one more non-empty segment, `**` one or more. So
-/// `/v2/me/*` matches `/v2/me/chats` but neither `/v2/me` nor `/v2/me/chats/1`, while
-/// `/v2/me/**` matches both `/v2/me/chats` and `/v2/me/chats/1`. Pure; never panics. Patterns
-/// that [`FilterConfig::validate`] would reject are compared literally.
-pub fn channel_matches(pattern: &str, channel: &str) -> bool {
-    if check_channel_pattern(pattern).is_err() {
-        return pattern == channel;
-    }
-    let (prefix, glob) = match pattern.rsplit_once('/') {
-        Some((prefix, "*")) => (prefix, Glob::One),
-        Some((prefix, "**")) => (prefix, Glob::Many),
-        _ => return pattern == channel,
-    };
-    // `prefix` is "" for a pattern like `/*`, else "/a/b".
-    let Some(rest) = channel.strip_prefix(prefix) else {
-        return false;
-    };
-    let Some(rest) = rest.strip_prefix('/') else {
-        return false;
-    };
-    let mut segments = rest.split('/');
-    match glob {
-        Glob::One => segments.next().is_some_and(|s| !s.is_empty()) && segments.next().is_none(),
-        Glob::Many => segments.all(|s| !s.is_empty()),
-    }
-}
-
-/// The two glob forms a channel pattern may end with.
-enum Glob {
-    /// `*`: exactly one segment.
-    One,
-    /// `**`: one or more segments.
-    Many,
-}
+/// Whether the Bayeux channel `channel` matches `pattern` (the same glob rules the Bayeux client
+/// dispatches with: `*` is exactly one more segment, `**` one or more).
+pub use crate::bayeux::channel::matches as channel_matches;
 
 #[cfg(test)]
 mod tests {
