@@ -493,3 +493,63 @@ async fn a_wrong_password_is_a_clear_error_and_is_retried_with_backoff() {
     );
     assert!(!daemon.log_text().contains("not-the-password"));
 }
+
+/// A minimal HTTP forward proxy on loopback: reads the first request line of each connection
+/// (absolute-form, `POST http://host:port/path HTTP/1.1`), connects to that host and pipes both
+/// ways. Counts the connections it carried.
+async fn forward_proxy() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let carried = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = carried.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n") {
+                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let line = String::from_utf8_lossy(&head).into_owned();
+                let target = line.split(' ').nth(1).unwrap_or_default();
+                let Some(authority) = target.strip_prefix("http://").and_then(|t| t.split('/').next()) else {
+                    return;
+                };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(authority).await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                if upstream.write_all(&head).await.is_err() {
+                    return;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    (port, carried)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_can_go_through_an_http_proxy() {
+    let sim = simulator().await;
+    let (proxy_port, carried) = forward_proxy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("chatwatch.toml");
+    let text = Daemon::gws_config(sim.base_url().as_str(), PASSWORD, dir.path()).replacen(
+        "use_env_proxy = false",
+        &format!("use_env_proxy = false\nproxy = \"http://127.0.0.1:{proxy_port}\""),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let daemon = Daemon::start_with_config(dir, &config);
+    daemon.wait_listening(1).await;
+    let chat = sim.offer_chat("agent1", offer("Through the proxy", false));
+    daemon.wait_event("the offer", |e| e["chat"]["id"] == chat.as_str()).await;
+    assert!(carried.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the proxy carried the session");
+}
