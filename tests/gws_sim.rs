@@ -518,7 +518,10 @@ async fn forward_proxy() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>
                 }
                 let line = String::from_utf8_lossy(&head).into_owned();
                 let target = line.split(' ').nth(1).unwrap_or_default();
-                let Some(authority) = target.strip_prefix("http://").and_then(|t| t.split('/').next()) else {
+                let Some(authority) = target
+                    .strip_prefix("http://")
+                    .and_then(|t| t.split('/').next())
+                else {
                     return;
                 };
                 let Ok(mut upstream) = tokio::net::TcpStream::connect(authority).await else {
@@ -550,6 +553,11 @@ async fn everything_can_go_through_an_http_proxy() {
     let daemon = Daemon::start_with_config(dir, &config);
     daemon.wait_listening(1).await;
     let chat = sim.offer_chat("agent1", offer("Through the proxy", false));
-    daemon.wait_event("the offer", |e| e["chat"]["id"] == chat.as_str()).await;
-    assert!(carried.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the proxy carried the session");
+    daemon
+        .wait_event("the offer", |e| e["chat"]["id"] == chat.as_str())
+        .await;
+    assert!(
+        carried.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the proxy carried the session"
+    );
 }

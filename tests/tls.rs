@@ -22,7 +22,10 @@ fn certificates() -> (String, Vec<u8>, Vec<u8>) {
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&key, &issuer).unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
     (ca_cert.pem(), cert.der().to_vec(), key.serialize_der())
 }
 
@@ -43,8 +46,12 @@ async fn tls_terminator(upstream: SocketAddr, cert: Vec<u8>, key: Vec<u8>) -> u1
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
-                let Ok(mut plain) = tokio::net::TcpStream::connect(upstream).await else { return };
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
                 let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
             });
         }
@@ -81,7 +88,9 @@ async fn a_private_ca_is_trusted_through_ca_file_and_refused_without_it() {
     let trusted = Daemon::start_with_config(dir, &config);
     trusted.wait_listening(1).await;
     let chat = sim.offer_chat("agent1", ChatOffer::new("Over TLS"));
-    trusted.wait_event("the offer", |e| e["chat"]["id"] == chat.as_str()).await;
+    trusted
+        .wait_event("the offer", |e| e["chat"]["id"] == chat.as_str())
+        .await;
 
     // Without it: the certificate is refused, the log says so, and nothing gets in.
     let untrusted = Daemon::start_gws(&url, "password1");
@@ -92,6 +101,12 @@ async fn a_private_ca_is_trusted_through_ca_file_and_refused_without_it() {
         .find(|l| l["message"] == "login failed; retrying")
         .unwrap();
     let error = failure["error"].as_str().unwrap().to_ascii_lowercase();
-    assert!(error.contains("certificate") || error.contains("issuer"), "{error}");
-    assert_eq!(untrusted.count_log("listening: connected and subscribed"), 0);
+    assert!(
+        error.contains("certificate") || error.contains("issuer"),
+        "{error}"
+    );
+    assert_eq!(
+        untrusted.count_log("listening: connected and subscribed"),
+        0
+    );
 }

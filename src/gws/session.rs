@@ -60,16 +60,6 @@ pub enum SessionError {
     },
 }
 
-impl SessionError {
-    /// The GWS error, when GWS answered.
-    pub fn gws(&self) -> Option<&GwsError> {
-        match self {
-            SessionError::Gws { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
-
 /// The open chats GWS reported at one moment (`GET /api/v2/me?subresources=*` → `user.chats`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatSnapshot {
@@ -187,9 +177,7 @@ impl GwsSession {
     /// jar) and the CSRF pair (as a header on every later request). Returns the `user` object.
     pub async fn login(&self) -> Result<Value, SessionError> {
         let (status, headers, body) = self.exchange(Method::GET, "/api/v2/me", None).await?;
-        let response =
-            operations::parse_response(status.as_u16(), &body).map_err(|e| self.gws_error(e))?;
-        let _ = response;
+        operations::parse_response(status.as_u16(), &body).map_err(|e| self.gws_error(e))?;
         let client = self.client();
         let csrf_name = headers
             .get("X-CSRF-HEADER")
