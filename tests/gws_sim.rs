@@ -561,3 +561,54 @@ async fn everything_can_go_through_an_http_proxy() {
         "the proxy carried the session"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_accounts_run_side_by_side_and_a_broken_one_does_not_disturb_the_other() {
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("chatwatch.toml");
+    let url = sim.base_url();
+    let text = Daemon::gws_config(url.as_str(), PASSWORD, dir.path()).replacen(
+        "[bayeux]",
+        &format!(
+            "[accounts.second]\nurl = \"{url}\"\nusername = \"agent2\"\npassword = \"password2\"\nuse_env_proxy = false\n\n\
+             [accounts.broken]\nurl = \"{url}\"\nusername = \"agent2\"\npassword = \"wrong\"\nuse_env_proxy = false\n\n[bayeux]"
+        ),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let daemon = Daemon::start_with_config(dir, &config);
+    daemon.wait_listening(2).await;
+    daemon.wait_log("login failed; retrying", 0).await;
+    let a = sim.offer_chat("agent1", offer("For agent 1", false));
+    let b = sim.offer_chat("agent2", offer("For agent 2", false));
+    let events = daemon
+        .wait_event("both offers", |e| e["chat"]["id"] == b.as_str())
+        .await;
+    let events = if events.iter().any(|e| e["chat"]["id"] == a.as_str()) {
+        events
+    } else {
+        daemon
+            .wait_event("agent 1's offer", |e| e["chat"]["id"] == a.as_str())
+            .await
+    };
+    let account_of = |chat: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["chat"]["id"] == chat)
+            .map(|e| e["account"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        account_of(&a),
+        vec!["main"],
+        "each chat reaches exactly its agent's account"
+    );
+    assert_eq!(account_of(&b), vec!["second"]);
+    let broken = daemon
+        .log()
+        .into_iter()
+        .find(|l| l["message"] == "login failed; retrying")
+        .unwrap();
+    assert_eq!(broken["account"], "broken");
+}
