@@ -33,6 +33,7 @@ use tokio_util::sync::DropGuard;
 
 use crate::event::Event;
 
+pub mod deliver;
 pub mod file;
 pub mod filter;
 pub mod log;
@@ -204,6 +205,15 @@ pub enum SinkError {
         path: PathBuf,
         /// The operating system's error.
         error: std::io::Error,
+    },
+    /// A sink instance cannot go on (a failed fsync, an unusable endpoint configuration): the
+    /// runner rebuilds it and resumes from its cursor.
+    #[error("sink `{sink}`: {reason}")]
+    Failed {
+        /// The sink's name.
+        sink: String,
+        /// What went wrong.
+        reason: String,
     },
     /// The file sink's writer stopped before reporting whether the file opened.
     #[error("sink `{sink}`: the writer for `{}` stopped unexpectedly", path.display())]
