@@ -39,6 +39,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::Event;
 
+use super::deliver::Deliver;
+use super::writer;
 use super::{
     default_queue_capacity, delivered_counter, dropped_counter, failed_counter,
     validate_queue_capacity, FilterConfig, RunningSink, SinkError, TARGET,
@@ -196,8 +198,195 @@ impl FileSinkConfig {
     }
 }
 
+impl FileSinkConfig {
+    /// Validates and opens the file (repairing a torn last line) on a new writer thread, and
+    /// returns the sink in its journal-driven form: a [`FileSink`] implementing [`Deliver`].
+    /// Fails here, naming the sink and the path, when the file cannot be opened.
+    pub async fn open(&self, name: &str) -> Result<FileSink, SinkError> {
+        self.validate().map_err(|e| e.in_sink(name))?;
+        let opener = StdOpener {
+            sink: name.to_owned(),
+            path: self.path.clone(),
+            create_dirs: self.create_dirs,
+        };
+        open_deliver(
+            name,
+            &self.path,
+            self.fsync,
+            self.fsync_interval,
+            (writer::RETRY_INITIAL, writer::RETRY_MAX),
+            opener,
+        )
+        .await
+    }
+}
+
+/// The `file` sink in its journal-driven form: see [`Deliver`] and the module documentation.
+///
+/// [`deliver`](Deliver::deliver) hands the batch to the writer thread and resolves once it is
+/// written and flushed, and, per [`FsyncPolicy`]: synced (`always`), covered by the next
+/// interval sync (`interval`), or nothing more (`never`). A failed write is retried inside
+/// (the call stays pending); a failed fsync returns [`SinkError::Failed`] and stops the
+/// instance. [`reopen`](Deliver::reopen) reopens the path (logrotate's rename + create);
+/// [`close`](Deliver::close) flushes and syncs.
+#[derive(Debug)]
+pub struct FileSink {
+    writer: writer::Handle,
+}
+
+impl Deliver for FileSink {
+    fn deliver(
+        &mut self,
+        events: &[Arc<Event>],
+    ) -> impl std::future::Future<Output = Result<(), SinkError>> + Send {
+        self.writer.deliver(events)
+    }
+
+    fn reopen(&mut self) -> impl std::future::Future<Output = Result<(), SinkError>> + Send {
+        self.writer.reopen()
+    }
+
+    fn close(&mut self) -> impl std::future::Future<Output = Result<(), SinkError>> + Send {
+        self.writer.close()
+    }
+}
+
+/// Starts a [`FileSink`] writing through `opener` (tests inject failing files here).
+async fn open_deliver<O: Opener>(
+    name: &str,
+    path: &Path,
+    fsync: FsyncPolicy,
+    fsync_interval: Duration,
+    (retry_initial, retry_max): (Duration, Duration),
+    opener: O,
+) -> Result<FileSink, SinkError> {
+    let settings = writer::Settings {
+        sink: name.to_owned(),
+        what: format!("`{}`", path.display()),
+        fsync,
+        fsync_interval,
+        retry_initial,
+        retry_max,
+    };
+    let sink = name.to_owned();
+    let path = path.to_owned();
+    let counters = FileCounters::new(name);
+    let writer = writer::Handle::spawn(settings, move || {
+        PlainOutput::open(sink.clone(), path.clone(), opener, counters)
+            .map_err(|error| SinkError::Open { sink, path, error })
+    })
+    .await?;
+    Ok(FileSink { writer })
+}
+
+/// The file sink's output for the [`Deliver`] path: plain JSON lines.
+struct PlainOutput<O: Opener> {
+    sink: String,
+    path: PathBuf,
+    opener: O,
+    file: O::File,
+    /// The file length after the last good write: where the next batch starts.
+    end: u64,
+    counters: FileCounters,
+}
+
+impl<O: Opener> PlainOutput<O> {
+    fn open(
+        sink: String,
+        path: PathBuf,
+        mut opener: O,
+        counters: FileCounters,
+    ) -> io::Result<Self> {
+        let mut file = opener.open()?;
+        end_torn_line(&mut file, &sink, &path)?;
+        let end = file.size()?;
+        Ok(Self {
+            sink,
+            path,
+            opener,
+            file,
+            end,
+            counters,
+        })
+    }
+}
+
+impl<O: Opener> writer::Output for PlainOutput<O> {
+    fn append(
+        &mut self,
+        events: &[Arc<Event>],
+        retry: &writer::Retry<'_>,
+    ) -> Result<u64, writer::OutputError> {
+        let mut batch = Vec::with_capacity(512 * events.len());
+        for event in events {
+            let start = batch.len();
+            match serde_json::to_writer(&mut batch, &**event) {
+                Ok(()) => batch.push(b'\n'),
+                Err(error) => {
+                    // Retrying would not help; the event is skipped, loudly.
+                    batch.truncate(start);
+                    self.counters.failed_encode.increment(1);
+                    tracing::error!(
+                        target: TARGET,
+                        sink = %self.sink,
+                        event_id = %event.event_id,
+                        %error,
+                        "cannot encode the event as JSON; skipped"
+                    );
+                }
+            }
+        }
+        let Self {
+            sink,
+            path,
+            file,
+            end,
+            counters,
+            ..
+        } = self;
+        let ((), attempts) = retry.run(
+            || append_at(file, end, &batch, sink, path),
+            |error, attempt, delay| {
+                counters.failed_write.increment(1);
+                tracing::error!(
+                    target: TARGET,
+                    sink = %sink,
+                    path = %path.display(),
+                    %error,
+                    attempt,
+                    retry_in = ?delay,
+                    "cannot write to the file; truncated the partial batch, will retry it"
+                );
+            },
+        )?;
+        if attempts > 1 {
+            tracing::info!(
+                target: TARGET,
+                sink = %self.sink,
+                path = %self.path.display(),
+                attempts,
+                "writing to the file works again"
+            );
+        }
+        Ok(batch.len() as u64)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        self.file.sync_data()
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        let mut file = self.opener.open()?;
+        end_torn_line(&mut file, &self.sink, &self.path)?;
+        self.end = file.size()?;
+        self.file = file;
+        Ok(())
+    }
+}
+
 /// The writer's view of its file, so tests can inject failures.
-trait SinkFile: Send {
+pub(crate) trait SinkFile: Send {
     /// Appends all of `buf`.
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
     /// Flushes user-space buffers (none for `std::fs::File`).
@@ -213,7 +402,7 @@ trait SinkFile: Send {
 }
 
 /// Opens (or reopens) the sink's file.
-trait Opener: Send + 'static {
+pub(crate) trait Opener: Send + 'static {
     /// The file type it opens.
     type File: SinkFile + 'static;
     /// Opens the file for appending, creating it if missing.
@@ -297,7 +486,7 @@ impl Opener for StdOpener {
 }
 
 /// Creates `dir` and its missing parents, mode `0750` on unix.
-fn create_dirs(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_dirs(dir: &Path) -> io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -308,8 +497,8 @@ fn create_dirs(dir: &Path) -> io::Result<()> {
     builder.create(dir)
 }
 
-/// fsyncs a directory so a newly created entry in it survives a crash.
-fn sync_dir(dir: &Path) -> io::Result<()> {
+/// fsyncs a directory so a newly created, renamed or removed entry in it survives a crash.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         std::fs::File::open(dir)?.sync_all()
@@ -406,6 +595,72 @@ fn spawn_writer<O: Opener>(
     Ok(())
 }
 
+/// If the file does not end with a newline (a torn last line from a crash), appends one (and
+/// syncs) so new records start on their own line; the torn fragment stays for readers to skip.
+fn end_torn_line<F: SinkFile>(file: &mut F, sink: &str, path: &Path) -> io::Result<()> {
+    if let Some(last) = file.last_byte()? {
+        if last != b'\n' {
+            file.write_all(b"\n")?;
+            file.flush()?;
+            file.sync_data()?;
+            tracing::warn!(
+                target: TARGET,
+                sink = %sink,
+                path = %path.display(),
+                "the file did not end with a newline (torn last line from a crash?); \
+                 appended one so new records start on their own line"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One attempt at appending `batch` (complete lines) at `*end`, the file length after the last
+/// good write. Anything beyond `*end` (a partial earlier attempt) is truncated first; if this
+/// write fails, the file is truncated back to `*end` at once (and checked again by the next
+/// attempt in case that failed too), so no torn line stays. On success `*end` moves past the
+/// batch.
+pub(crate) fn append_at<F: SinkFile>(
+    file: &mut F,
+    end: &mut u64,
+    batch: &[u8],
+    sink: &str,
+    path: &Path,
+) -> io::Result<()> {
+    let size = file.size()?;
+    if size > *end {
+        file.set_len(*end)?;
+    } else if size < *end {
+        tracing::warn!(
+            target: TARGET,
+            sink = %sink,
+            path = %path.display(),
+            expected = *end,
+            actual = size,
+            "the file is shorter than this writer left it (truncated by another process?)"
+        );
+        *end = size;
+    }
+    match file.write_all(batch).and_then(|()| file.flush()) {
+        Ok(()) => {
+            *end += batch.len() as u64;
+            Ok(())
+        }
+        Err(error) => {
+            if let Err(truncate_error) = file.set_len(*end) {
+                tracing::warn!(
+                    target: TARGET,
+                    sink = %sink,
+                    path = %path.display(),
+                    error = %truncate_error,
+                    "cannot truncate the partial write yet; will retry before the next write"
+                );
+            }
+            Err(error)
+        }
+    }
+}
+
 /// Shutdown gave up while a write, sync or reopen kept failing.
 struct Abandoned;
 
@@ -440,20 +695,7 @@ impl<O: Opener> Writer<O> {
         stop: CancellationToken,
     ) -> io::Result<Self> {
         let mut file = opener.open()?;
-        if let Some(last) = file.last_byte()? {
-            if last != b'\n' {
-                file.write_all(b"\n")?;
-                file.flush()?;
-                file.sync_data()?;
-                tracing::warn!(
-                    target: TARGET,
-                    sink = %s.sink,
-                    path = %s.path.display(),
-                    "the file did not end with a newline (torn last line from a crash?); \
-                     appended one so new records start on their own line"
-                );
-            }
-        }
+        end_torn_line(&mut file, &s.sink, &s.path)?;
         let end = file.size()?;
         Ok(Self {
             s,
@@ -851,6 +1093,10 @@ mod tests {
         /// Set when a write happened while a previous write was still unsynced.
         write_after_unsynced_write: bool,
         unsynced_write: bool,
+        /// While set, a sync waits (the test holds the writer inside `sync_data`).
+        hold_syncs: bool,
+        /// Set while a sync is held.
+        sync_held: bool,
     }
 
     struct FaultyOpener {
@@ -906,6 +1152,15 @@ mod tests {
         }
         fn sync_data(&mut self) -> io::Result<()> {
             let mut faults = self.faults.lock().unwrap();
+            while faults.hold_syncs {
+                faults.sync_held = true;
+                drop(faults);
+                // The writer's own thread, not async code.
+                #[allow(clippy::disallowed_methods)]
+                std::thread::sleep(Duration::from_millis(1));
+                faults = self.faults.lock().unwrap();
+            }
+            faults.sync_held = false;
             if faults.fail_syncs > 0 {
                 faults.fail_syncs -= 1;
                 if faults.lose_on_failed_sync {
@@ -1329,6 +1584,335 @@ mod tests {
     }
 
     const MAX_QUEUE_CAPACITY_PLUS_ONE: usize = crate::sinks::MAX_QUEUE_CAPACITY + 1;
+
+    // ---- The `Deliver` path ----
+
+    /// A [`FileSink`] over a faulty file in a temp dir.
+    struct DeliverHarness {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+        faults: Arc<Mutex<Faults>>,
+        sink: FileSink,
+    }
+
+    async fn deliver_harness(
+        fsync: FsyncPolicy,
+        interval: Duration,
+        faults: Faults,
+    ) -> DeliverHarness {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let faults = Arc::new(Mutex::new(faults));
+        let opener = FaultyOpener {
+            path: path.clone(),
+            faults: Arc::clone(&faults),
+        };
+        let sink = open_deliver(
+            "test",
+            &path,
+            fsync,
+            interval,
+            (Duration::from_millis(2), Duration::from_millis(20)),
+            opener,
+        )
+        .await
+        .expect("open");
+        DeliverHarness {
+            _dir: dir,
+            path,
+            faults,
+            sink,
+        }
+    }
+
+    fn events(range: std::ops::Range<usize>) -> Vec<Arc<Event>> {
+        range.map(|i| Arc::new(event(i))).collect()
+    }
+
+    impl DeliverHarness {
+        fn content(&self) -> String {
+            String::from_utf8(std::fs::read(&self.path).unwrap()).unwrap()
+        }
+
+        async fn deliver(&mut self, range: std::ops::Range<usize>) -> Result<(), SinkError> {
+            tokio::time::timeout(Duration::from_secs(10), self.sink.deliver(&events(range)))
+                .await
+                .expect("deliver resolved in time")
+        }
+
+        async fn wait_for(&self, what: &str, check: impl Fn(&Faults) -> bool) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !check(&self.faults.lock().unwrap()) {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "timed out waiting for {what}"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deliver_always_resolves_only_after_the_sync() {
+        let mut h = deliver_harness(
+            FsyncPolicy::Always,
+            Duration::from_secs(1),
+            Faults {
+                hold_syncs: true,
+                ..Faults::default()
+            },
+        )
+        .await;
+        let batch = events(0..10);
+        let mut pending = Box::pin(h.sink.deliver(&batch));
+        // Drive the call until the writer is inside `sync_data`, held there.
+        let faults = Arc::clone(&h.faults);
+        let polled = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::select! {
+                result = &mut pending => panic!("resolved before the sync: {result:?}"),
+                () = async {
+                    while !faults.lock().unwrap().sync_held {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                } => {}
+            }
+        })
+        .await;
+        polled.expect("the writer reached the sync");
+        assert_eq!(
+            h.faults.lock().unwrap().writes_ok,
+            1,
+            "the batch is written"
+        );
+        // Still held: the call must not resolve.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut pending)
+                .await
+                .is_err(),
+            "deliver resolved while the sync was still running"
+        );
+        h.faults.lock().unwrap().hold_syncs = false;
+        tokio::time::timeout(Duration::from_secs(10), pending)
+            .await
+            .expect("resolved after the sync")
+            .expect("delivered");
+        let faults = h.faults.lock().unwrap();
+        assert_eq!(faults.syncs_ok, 1);
+        assert!(!faults.unsynced_write);
+        drop(faults);
+        assert_lines(&h.content(), 0, 0..10);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deliver_interval_resolves_after_the_covering_interval_sync() {
+        let interval = Duration::from_millis(150);
+        let mut h = deliver_harness(FsyncPolicy::Interval, interval, Faults::default()).await;
+        for (round, range) in [0..5, 5..10, 10..11].into_iter().enumerate() {
+            let started = tokio::time::Instant::now();
+            h.deliver(range).await.expect("delivered");
+            let took = started.elapsed();
+            let faults = h.faults.lock().unwrap();
+            assert!(
+                !faults.unsynced_write,
+                "acked before the sync (round {round})"
+            );
+            assert_eq!(faults.syncs_ok, round + 1, "one sync per interval");
+            assert!(
+                took >= interval - Duration::from_millis(20),
+                "round {round} resolved after {took:?}, before the interval sync"
+            );
+        }
+        assert_lines(&h.content(), 0, 0..11);
+        h.sink.close().await.expect("close");
+        assert_eq!(h.faults.lock().unwrap().syncs_ok, 3, "nothing left to sync");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deliver_never_resolves_after_the_write_and_close_syncs() {
+        let mut h = deliver_harness(
+            FsyncPolicy::Never,
+            Duration::from_secs(1),
+            Faults::default(),
+        )
+        .await;
+        h.deliver(0..5).await.expect("delivered");
+        h.deliver(5..9).await.expect("delivered");
+        {
+            let faults = h.faults.lock().unwrap();
+            assert_eq!((faults.writes_ok, faults.syncs_ok), (2, 0));
+        }
+        assert_lines(&h.content(), 0, 0..9);
+        h.sink.close().await.expect("close");
+        assert_eq!(h.faults.lock().unwrap().syncs_ok, 1, "close syncs");
+        let err = h.deliver(9..10).await.expect_err("closed");
+        assert!(err.to_string().contains("closed"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deliver_failed_sync_is_fatal_for_the_instance() {
+        let mut h = deliver_harness(
+            FsyncPolicy::Always,
+            Duration::from_secs(1),
+            Faults {
+                fail_syncs: 1,
+                ..Faults::default()
+            },
+        )
+        .await;
+        let err = h.deliver(0..3).await.expect_err("the sync failed");
+        assert!(
+            matches!(&err, SinkError::Failed { reason, .. } if reason.contains("fsync")),
+            "{err}"
+        );
+        // The writer has stopped: no retried fsync that could falsely succeed.
+        let err = h.deliver(3..4).await.expect_err("stopped");
+        assert!(matches!(&err, SinkError::Failed { reason, .. } if reason.contains("fsync")));
+        assert_eq!(h.faults.lock().unwrap().syncs_ok, 0);
+        assert_eq!(
+            h.faults.lock().unwrap().writes_ok,
+            1,
+            "nothing written after the failure"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deliver_failed_interval_sync_fails_the_pending_batch() {
+        let mut h = deliver_harness(
+            FsyncPolicy::Interval,
+            Duration::from_millis(20),
+            Faults {
+                fail_syncs: 1,
+                ..Faults::default()
+            },
+        )
+        .await;
+        let err = h.deliver(0..3).await.expect_err("the covering sync failed");
+        assert!(matches!(err, SinkError::Failed { .. }), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deliver_retries_failed_writes_while_pending() {
+        let mut h = deliver_harness(
+            FsyncPolicy::Always,
+            Duration::from_secs(1),
+            Faults {
+                fail_writes: 4,
+                partial: 17,
+                ..Faults::default()
+            },
+        )
+        .await;
+        h.deliver(0..10).await.expect("delivered after the retries");
+        h.deliver(10..12).await.expect("delivered");
+        assert_lines(&h.content(), 0, 0..12);
+        let faults = h.faults.lock().unwrap();
+        assert_eq!(faults.fail_writes, 0, "all four failures were hit");
+        assert_eq!(faults.writes_ok, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_a_pending_deliver_is_harmless() {
+        let mut h = deliver_harness(
+            FsyncPolicy::Always,
+            Duration::from_secs(1),
+            Faults {
+                hold_syncs: true,
+                ..Faults::default()
+            },
+        )
+        .await;
+        let batch = events(0..10);
+        let dropped = tokio::time::timeout(Duration::from_millis(50), h.sink.deliver(&batch)).await;
+        assert!(dropped.is_err(), "held in the sync, so still pending");
+        h.wait_for("the held sync", |f| f.sync_held).await;
+        h.faults.lock().unwrap().hold_syncs = false;
+        // The runner delivers the batch again (its cursor did not move), then goes on.
+        h.deliver(0..10).await.expect("redelivered");
+        h.deliver(10..20).await.expect("delivered");
+        let content = h.content();
+        let (first, rest) = content.split_at(content.match_indices('\n').nth(9).unwrap().0 + 1);
+        assert_lines(first, 0, 0..10);
+        assert_lines(rest, 0, 0..20);
+        h.sink.close().await.expect("close");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deliver_reopen_after_rename_writes_to_the_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let config = FileSinkConfig {
+            fsync: FsyncPolicy::Always,
+            ..FileSinkConfig::new(&path)
+        };
+        let mut sink = config.open("test").await.expect("open");
+        sink.deliver(&events(0..3)).await.expect("delivered");
+        // logrotate's default: rename, then signal.
+        let rotated = dir.path().join("events.jsonl.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        sink.deliver(&events(3..4)).await.expect("delivered");
+        sink.reopen().await.expect("reopen");
+        sink.deliver(&events(4..6)).await.expect("delivered");
+        sink.close().await.expect("close");
+        let old = std::fs::read_to_string(&rotated).unwrap();
+        let new = std::fs::read_to_string(&path).unwrap();
+        assert_lines(&old, 0, 0..4);
+        assert_lines(&new, 0, 4..6);
+    }
+
+    #[tokio::test]
+    async fn open_fails_naming_sink_and_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("not-a-dir");
+        std::fs::write(&blocker, b"").unwrap();
+        let path = blocker.join("events.jsonl");
+        let err = FileSinkConfig::new(&path)
+            .open("audit")
+            .await
+            .expect_err("ENOTDIR")
+            .to_string();
+        assert!(err.contains("sink `audit`"), "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+
+    /// Events per second through `FileSink::deliver` on a real file, per fsync policy, with a
+    /// runner that waits for each batch (as the journal runner does). Run with
+    /// `cargo test --release -- --ignored --nocapture deliver_throughput`.
+    #[ignore = "measurement, not a test"]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deliver_throughput() {
+        for (fsync, interval, batch) in [
+            (FsyncPolicy::Always, Duration::from_secs(1), 1),
+            (FsyncPolicy::Always, Duration::from_secs(1), 100),
+            (FsyncPolicy::Always, Duration::from_secs(1), 1000),
+            (FsyncPolicy::Interval, Duration::from_millis(10), 100),
+            (FsyncPolicy::Interval, Duration::from_millis(10), 1000),
+            (FsyncPolicy::Interval, Duration::from_secs(1), 1000),
+            (FsyncPolicy::Never, Duration::from_secs(1), 1000),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = FileSinkConfig {
+                fsync,
+                fsync_interval: interval,
+                ..FileSinkConfig::new(dir.path().join("events.jsonl"))
+            };
+            let mut sink = config.open("bench").await.expect("open");
+            let all = events(0..20_000);
+            let started = tokio::time::Instant::now();
+            let mut sent = 0;
+            while started.elapsed() < Duration::from_secs(3) && sent + batch <= all.len() {
+                sink.deliver(&all[sent..sent + batch])
+                    .await
+                    .expect("delivered");
+                sent += batch;
+            }
+            let took = started.elapsed();
+            sink.close().await.expect("close");
+            println!(
+                "fsync={fsync:?} interval={interval:?} batch={batch}: {sent} events in {took:?} = {:.0} events/s",
+                sent as f64 / took.as_secs_f64()
+            );
+        }
+    }
 
     #[tokio::test]
     async fn build_fails_naming_sink_and_path() {

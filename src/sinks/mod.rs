@@ -37,8 +37,9 @@ pub mod deliver;
 pub mod file;
 pub mod filter;
 pub mod log;
+mod writer;
 
-pub use file::{FileSinkConfig, FsyncPolicy};
+pub use file::{FileSink, FileSinkConfig, FsyncPolicy};
 pub use filter::{channel_matches, FilterConfig};
 pub use log::{LogFormat, LogLevel, LogSinkConfig};
 
