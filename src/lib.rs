@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod bayeux;
+pub mod delivery;
 pub mod event;
 pub mod gws;
 pub mod journal;

@@ -9,7 +9,6 @@
 //! lists produces a `chat_vanished` event before it is forgotten. Nothing is dropped silently.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -19,7 +18,7 @@ use crate::bayeux::Delivery;
 use crate::event::Event;
 use crate::gws::notification::ChatState;
 use crate::gws::session::ChatSnapshot;
-use crate::sinks::Fanout;
+use crate::journal::{Journal, JournalError};
 use crate::tracker::ChatTracker;
 
 /// The channel recovered chat events are reported on: the one their notifications use.
@@ -147,24 +146,65 @@ fn chat_id(chat: &Value) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Runs the pipeline task: until every sender is gone, turns inputs into events and hands them
-/// to `fanout`.
+/// Inputs processed per journal append (group commit).
+const APPEND_BATCH: usize = 256;
+
+/// Why a pipeline stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("account {account}: the journal refused events: {source}")]
+pub struct PipelineError {
+    /// The account.
+    pub account: String,
+    /// The journal's error.
+    #[source]
+    pub source: JournalError,
+}
+
+/// Runs the pipeline task: until every sender is gone, turns inputs into events and appends
+/// them to the journal (in batches of what is waiting, so one fsync can cover many events).
+/// Returns an error when the journal can no longer store events (a failed fsync): the daemon
+/// must stop rather than pretend. With `when_full = "drop_newest"` a full journal drops the
+/// batch, counted and logged, and the pipeline goes on.
 pub async fn run(
     account: String,
     mut rx: mpsc::Receiver<PipelineInput>,
-    fanout: Arc<Fanout>,
+    journal: Journal,
     max_chats: usize,
-) {
+) -> Result<(), PipelineError> {
     let mut pipeline = Pipeline::new(&account, max_chats);
-    while let Some(input) = rx.recv().await {
-        for event in pipeline.process(input) {
-            metrics::counter!(
-                "chatwatch_events_total",
-                "account" => account.clone(),
-                "kind" => event.kind.as_str()
-            )
-            .increment(1);
-            fanout.send(Arc::new(event));
+    let mut inputs = Vec::with_capacity(APPEND_BATCH);
+    while rx.recv_many(&mut inputs, APPEND_BATCH).await > 0 {
+        let mut payloads = Vec::with_capacity(inputs.len());
+        for input in inputs.drain(..) {
+            for event in pipeline.process(input) {
+                metrics::counter!(
+                    "chatwatch_events_total",
+                    "account" => account.clone(),
+                    "kind" => event.kind.as_str()
+                )
+                .increment(1);
+                match serde_json::to_vec(&event) {
+                    Ok(p) => payloads.push(p),
+                    Err(e) => warn!(account = %account, error = %e, "cannot encode an event; dropped"),
+                }
+            }
+        }
+        if payloads.is_empty() {
+            continue;
+        }
+        let n = payloads.len();
+        match journal.append(payloads).await {
+            Ok(_) => {}
+            Err(JournalError::Full { .. }) => {
+                metrics::counter!("chatwatch_dropped_events_total", "account" => account.clone(), "cause" => "journal_full")
+                    .increment(n as u64);
+                tracing::error!(account = %account, dropped = n, "journal full (when_full = \"drop_newest\"): events dropped");
+            }
+            Err(source) => {
+                tracing::error!(account = %account, error = %source, "the journal cannot store events; stopping");
+                return Err(PipelineError { account, source });
+            }
         }
     }
+    Ok(())
 }

@@ -118,8 +118,11 @@ pub fn demo_config(sim_url: &Url, dir: &std::path::Path) -> Config {
         };
     }
     sinks.insert("left_chat".to_owned(), left);
+    let mut journal = crate::journal::JournalConfig::new(dir.join("journal"));
+    journal.fsync = crate::journal::JournalFsync::Interval;
     Config {
         accounts: BTreeMap::from([("main".to_owned(), account)]),
+        journal,
         bayeux: BayeuxConfig::default(),
         tracker: TrackerConfig::default(),
         log: LogConfig::default(),

@@ -80,6 +80,9 @@ pub struct Config {
     /// chatwatch's own log output.
     #[serde(default)]
     pub log: LogConfig,
+    /// The durable journal every event is written to before any sink sees it.
+    #[serde(default)]
+    pub journal: crate::journal::JournalConfig,
     /// Where events go, by sink name (`[sinks.<name>]` with a `type`).
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkConfig>,
@@ -434,6 +437,9 @@ impl Config {
                 format!("`{}` is not a valid level filter", self.log.level),
             ));
         }
+        self.journal
+            .validate()
+            .map_err(|e| invalid("journal".into(), e.to_string()))?;
         if self.sinks.is_empty() {
             return Err(invalid(
                 "sinks".into(),

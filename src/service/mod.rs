@@ -3,22 +3,25 @@
 //! everything down in order when asked.
 //!
 //! The path of an event: session task → bounded channel → pipeline task ([`crate::pipeline`]:
-//! GWS decode, chat tracker, event record) → [`Fanout`] → one queue and task per sink. The session never waits on
-//! a sink: the fan-out only ever `try_send`s, and counts what a full queue refuses.
+//! GWS decode, chat tracker, event record) → the durable [`Journal`] → one delivery task per
+//! sink reading the journal at its own cursor ([`crate::delivery`]). The session never waits on a
+//! sink: only on the journal's append.
 
 pub mod config;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::bayeux::client::{self, SessionSettings, SessionStatus};
 use crate::gws::session::{GwsHooks, GwsSession, SessionError};
 use crate::pipeline::{self, PipelineInput};
-use crate::sinks::Fanout;
+use crate::delivery::Delivery;
+use crate::journal::{Journal, JournalError};
 use config::{Config, ConfigError, LogFormat, ServerKind};
 
 /// Deliveries buffered between a session and its pipeline.
@@ -39,6 +42,12 @@ pub enum ServiceError {
     /// A GWS session could not be built.
     #[error("{0}")]
     Gws(#[from] SessionError),
+    /// The journal could not be opened or synced.
+    #[error("{0}")]
+    Journal(#[from] JournalError),
+    /// A pipeline could no longer store events.
+    #[error("{0}")]
+    Pipeline(#[from] pipeline::PipelineError),
 }
 
 /// Installs the global tracing subscriber: `RUST_LOG` if set, else the configured level; human
@@ -103,10 +112,34 @@ pub async fn run_with(
         };
         sessions.push((settings, gws));
     }
-    let fanout = Arc::new(Fanout::new(config.sinks.clone().into_iter().collect()).await?);
+    let journal = Journal::open(config.journal.clone())?;
+    let recovery = journal.recovery();
+    if recovery.truncated_bytes > 0 || recovery.corrupt_records > 0 {
+        warn!(report = ?recovery, "the journal was repaired at start");
+    }
+    let sink_names: Vec<String> = config.sinks.keys().cloned().collect();
+    let delivery = Delivery::start(
+        journal.clone(),
+        config.sinks.clone().into_iter().collect(),
+        config.shutdown.drain_timeout,
+    )
+    .await?;
+    let reopen = delivery.reopen_handle();
+    let hup = tokio::spawn(async move {
+        #[cfg(unix)]
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            while hup.recv().await.is_some() {
+                info!("SIGHUP: reopening sink files");
+                let _ = reopen.send(());
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = reopen;
+    });
     info!(
         accounts = sessions.len(),
-        sinks = ?fanout.sink_names().collect::<Vec<_>>(),
+        sinks = ?sink_names,
+        journal = %config.journal.dir.display(),
         "chatwatch started"
     );
 
@@ -120,7 +153,7 @@ pub async fn run_with(
         statuses.push((settings.account.clone(), status_rx));
         let account = settings.account.clone();
         let max_chats = config.tracker.max_chats;
-        pipeline_tasks.spawn(pipeline::run(account, rx, fanout.clone(), max_chats));
+        pipeline_tasks.spawn(pipeline::run(account, rx, journal.clone(), max_chats));
         let stop = session_stop.clone();
         match gws {
             Some((session, behaviour)) => {
@@ -147,16 +180,21 @@ pub async fn run_with(
             Err(e) => error!(error = %e, "session task failed"),
         }
     }
-    // Every session has disconnected and dropped its sender: pipelines finish what they hold.
-    while pipeline_tasks.join_next().await.is_some() {}
-    match Arc::try_unwrap(fanout) {
-        Ok(fanout) => {
-            let report = fanout.shutdown(config.shutdown.drain_timeout).await;
-            if !report.is_clean() {
-                error!(report = ?report, "some sinks did not finish writing before the drain timeout");
-            }
+    // Every session has disconnected and dropped its sender: pipelines append what they hold.
+    while let Some(joined) = pipeline_tasks.join_next().await {
+        if let Ok(Err(e)) = joined {
+            error!(error = %e, "pipeline stopped");
+            first_error.get_or_insert(ServiceError::Pipeline(e));
         }
-        Err(_) => error!("sinks still referenced at shutdown; not drained"),
+    }
+    // Then the sinks deliver what the journal holds, within the drain timeout, and close.
+    delivery
+        .shutdown(config.shutdown.drain_timeout + Duration::from_secs(5))
+        .await;
+    hup.abort();
+    if let Err(e) = journal.close().await {
+        error!(error = %e, "final journal sync failed");
+        first_error.get_or_insert(ServiceError::Journal(e));
     }
     info!("chatwatch stopped");
     first_error.map_or(Ok(()), Err)

@@ -201,6 +201,9 @@ default_max_interval = "2s"
 reauth_delay = "1s"
 {extra}
 
+[journal]
+dir = "{journal}"
+
 [log]
 level = "info,chatwatch=debug"
 format = "json"
@@ -211,7 +214,8 @@ path = "{events}"
 fsync = "never"
 queue_capacity = 100000
 "#,
-            events = dir.join("events.jsonl").display()
+            events = dir.join("events.jsonl").display(),
+            journal = dir.join("journal").display(),
         )
     }
 
@@ -233,6 +237,9 @@ max_backoff = "2s"
 default_max_interval = "2s"
 reauth_delay = "1s"
 
+[journal]
+dir = "{journal}"
+
 [log]
 level = "info,chatwatch=debug"
 format = "json"
@@ -250,6 +257,7 @@ filter = {{ entered_states = ["LeftChat"] }}
 "#,
             events = dir.join("events.jsonl").display(),
             left = dir.join("left-chat.jsonl").display(),
+            journal = dir.join("journal").display(),
         )
     }
 
