@@ -37,6 +37,7 @@ pub mod deliver;
 pub mod file;
 pub mod filter;
 pub mod log;
+pub mod webhook;
 
 pub use file::{FileSinkConfig, FsyncPolicy};
 pub use filter::{channel_matches, FilterConfig};
