@@ -536,6 +536,12 @@ async fn deadletter_list_and_redrive_once_the_receiver_is_fixed() {
     );
     // The other sink's dead letters are untouched.
     assert_eq!(deadletter_list(dir.path(), Some("audit")).unwrap().len(), 1);
+    // A sink without dead letters: nothing sent, no file created.
+    let report = deadletter_redrive(dir.path(), "nobody", &cfg)
+        .await
+        .unwrap();
+    assert_eq!((report.attempted, report.remaining), (0, 0));
+    assert!(!dead_letter_path(dir.path(), "nobody").exists());
 
     receiver.assert_no_problems();
     // Every crm event finally delivered once, with its original webhook-id and body.

@@ -319,6 +319,7 @@ pub async fn deadletter_redrive(
             .map_err(|e| failed(sink, format!("reading dead letters: {e}")))?
             .map_err(open_err)?
     };
+    let lines_before = snapshot.len();
     let mut report = RedriveReport::default();
     // Exact line text → what replaces it (`None`: delivered, remove it).
     let mut changes: HashMap<String, Vec<Option<String>>> = HashMap::new();
@@ -357,7 +358,10 @@ pub async fn deadletter_redrive(
             }
         }
     }
-    let remaining = {
+    let remaining = if changes.is_empty() {
+        // Nothing sent (no file, or only unparseable lines): leave the file alone.
+        lines_before
+    } else {
         let dir = dir.to_owned();
         let sink_name = sink.to_owned();
         tokio::task::spawn_blocking(move || rewrite(&dir, &sink_name, changes))
