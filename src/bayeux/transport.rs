@@ -182,6 +182,52 @@ impl fmt::Debug for SharedHeaders {
     }
 }
 
+/// A reqwest client builder with the settings every chatwatch HTTP client shares: rustls with the
+/// system roots plus `ca_file`, the explicit `proxy` (and the `HTTP(S)_PROXY` environment unless
+/// `no_env_proxy`), the connect timeout, the pool size, the user agent, and **no redirects**.
+/// No cookie store and no default headers: callers add what they need.
+pub fn client_builder(settings: &HttpSettings) -> Result<reqwest::ClientBuilder, BuildError> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(settings.connect_timeout)
+        .pool_max_idle_per_host(settings.pool_max_idle_per_host.max(2))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(settings.user_agent.clone())
+        .tcp_nodelay(true);
+    if let Some(path) = &settings.ca_file {
+        let pem = std::fs::read(path).map_err(|e| BuildError::Ca {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| BuildError::Ca {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        if certs.is_empty() {
+            return Err(BuildError::Ca {
+                path: path.clone(),
+                reason: "no PEM certificate found".to_owned(),
+            });
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    if settings.danger_accept_invalid_certs {
+        builder = builder.tls_danger_accept_invalid_certs(true);
+    }
+    if settings.no_env_proxy {
+        builder = builder.no_proxy();
+    }
+    if let Some(proxy) = &settings.proxy {
+        let p = reqwest::Proxy::all(proxy.as_str()).map_err(|e| BuildError::Proxy {
+            url: redact_url(proxy),
+            reason: e.to_string(),
+        })?;
+        builder = builder.proxy(p);
+    }
+    Ok(builder)
+}
+
 /// An HTTP client for one account: one cookie jar, one connection pool, the static headers
 /// (Basic authentication, content type) and the shared dynamic ones. The GWS session and the
 /// Bayeux transport of an account use the same one, so `JSESSIONID` and the CSRF token travel on
@@ -205,46 +251,7 @@ impl fmt::Debug for HttpClient {
 impl HttpClient {
     /// Builds a client with a fresh cookie jar and connection pool.
     pub fn new(settings: &HttpSettings) -> Result<HttpClient, BuildError> {
-        let mut builder = reqwest::Client::builder()
-            .cookie_store(true)
-            .connect_timeout(settings.connect_timeout)
-            .pool_max_idle_per_host(settings.pool_max_idle_per_host.max(2))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(settings.user_agent.clone())
-            .tcp_nodelay(true);
-        if let Some(path) = &settings.ca_file {
-            let pem = std::fs::read(path).map_err(|e| BuildError::Ca {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| BuildError::Ca {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-            if certs.is_empty() {
-                return Err(BuildError::Ca {
-                    path: path.clone(),
-                    reason: "no PEM certificate found".to_owned(),
-                });
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        if settings.danger_accept_invalid_certs {
-            builder = builder.tls_danger_accept_invalid_certs(true);
-        }
-        if settings.no_env_proxy {
-            builder = builder.no_proxy();
-        }
-        if let Some(proxy) = &settings.proxy {
-            let p = reqwest::Proxy::all(proxy.as_str()).map_err(|e| BuildError::Proxy {
-                url: redact_url(proxy),
-                reason: e.to_string(),
-            })?;
-            builder = builder.proxy(p);
-        }
+        let builder = client_builder(settings)?.cookie_store(true);
         let mut headers = HeaderMap::new();
         headers.insert(
             CONTENT_TYPE,

@@ -1,0 +1,93 @@
+//! The `webhook` sink: every event POSTed as JSON to one URL, signed per Standard Webhooks,
+//! retried with backoff, and dead-lettered when it cannot be delivered.
+//!
+//! This module owns the sink's configuration ([`WebhookSinkConfig`]), the running sink
+//! ([`WebhookSink`], a [`Deliver`](crate::sinks::deliver::Deliver) driven by the journal
+//! runner), the signatures ([`sign`]), the retry policy ([`retry`], pure) and the dead-letter
+//! files ([`deadletter_list`], [`deadletter_redrive`]).
+//!
+//! ## One request per event (Standard Webhooks v1)
+//! The body is the event record, `serde_json::to_vec(&event)`, with `content-type:
+//! application/json`, and three headers:
+//! - `webhook-id`: the event's `event_id`, the same on every retry, after restarts and on a
+//!   redrive, so the receiver deduplicates on it (delivery is at least once);
+//! - `webhook-timestamp`: Unix seconds of *this* attempt;
+//! - `webhook-signature`: `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, one per
+//!   configured secret, space-separated (key rotation).
+//!
+//! plus the configured `headers` and `auth`. Redirects are never followed.
+//!
+//! ## What a response means
+//! | outcome | what the sink does |
+//! | --- | --- |
+//! | 2xx | delivered |
+//! | connect error, timeout, 408, 429, 5xx except 501 | retry after a full-jitter backoff, `random(0, min(retry_max_backoff, retry_initial · 2^n))`, never sooner than `Retry-After` (seconds or HTTP date) |
+//! | `410 Gone` | the endpoint is **disabled**: logged at ERROR (then every 60 s while events keep coming), gauge `chatwatch_webhook_endpoint_disabled` = 1, the event and every later one dead-lettered with reason `endpoint disabled (410 Gone)`, so nothing is lost and the journal is not pinned. A restart re-enables it |
+//! | 3xx, 501, any other 4xx | dead letter with the status and the first 512 bytes of the body (a redirect is a failure in Standard Webhooks, and following it would send signed events to a host nobody configured) |
+//! | still failing `max_age` after the first attempt | dead letter with the last failure |
+//!
+//! ## Order and concurrency
+//! `ordered = true` (default): one request in flight, in journal order; a failing event holds
+//! the ones after it (head-of-line blocking). `ordered = false`: up to `concurrency` requests
+//! in flight. Either way `deliver` returns once every event of the batch is delivered or
+//! dead-lettered; a dead letter is on disk (write + fdatasync) before that. Dropping `deliver`
+//! (shutdown, reload) loses nothing: the cursor has not moved and the batch comes again; the
+//! sink remembers each pending event's first attempt and attempt count so `max_age` and the
+//! backoff continue where they were.
+//!
+//! ## Metrics (label `sink`)
+//! - `chatwatch_sink_delivered_events_total`: events delivered (2xx).
+//! - `chatwatch_webhook_attempts_total{result}`: `ok` (2xx), `retry` (transient failure, retry
+//!   scheduled), `dead_letter` (the attempt ended in a dead letter), `disabled` (events
+//!   dead-lettered without an attempt because the endpoint is disabled).
+//! - `chatwatch_webhook_retries_total`: attempts that were retries.
+//! - `chatwatch_sink_dead_letters_total`: dead letters written.
+//! - `chatwatch_webhook_request_seconds`: histogram of attempt durations.
+//! - `chatwatch_webhook_endpoint_disabled`: 1 once a `410 Gone` has disabled the endpoint.
+
+mod config;
+mod deadletter;
+pub mod retry;
+mod sign;
+mod sink;
+
+pub use config::{
+    SecretSource, WebhookAuth, WebhookSinkConfig, DEFAULT_CONCURRENCY, DEFAULT_MAX_AGE,
+    DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX_BACKOFF, DEFAULT_TIMEOUT, MAX_CONCURRENCY,
+};
+pub use deadletter::{
+    dead_letter_path, deadletter_list, deadletter_redrive, DeadLetter, RedriveFailure,
+    RedriveReport, BODY_START_BYTES,
+};
+pub use sign::{decode_secret, sign, verify, SecretError, SECRET_PREFIX};
+pub use sink::{WebhookSink, DISABLED_REASON};
+
+/// Metric: attempts by result (`ok`, `retry`, `dead_letter`, `disabled`), labelled `sink`.
+pub const ATTEMPTS: &str = "chatwatch_webhook_attempts_total";
+/// Metric: attempts that were retries, labelled `sink`.
+pub const RETRIES: &str = "chatwatch_webhook_retries_total";
+/// Metric: dead letters written, labelled `sink`.
+pub const DEAD_LETTERS: &str = "chatwatch_sink_dead_letters_total";
+/// Metric: histogram of attempt durations in seconds, labelled `sink`.
+pub const REQUEST_SECONDS: &str = "chatwatch_webhook_request_seconds";
+/// Metric: gauge, 1 while a `410 Gone` has the endpoint disabled, labelled `sink`.
+pub const ENDPOINT_DISABLED: &str = "chatwatch_webhook_endpoint_disabled";
+
+/// Registers the descriptions of the webhook metrics with the installed recorder.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        ATTEMPTS,
+        "Webhook attempts by result (ok, retry, dead_letter, disabled)."
+    );
+    metrics::describe_counter!(RETRIES, "Webhook attempts that were retries.");
+    metrics::describe_counter!(DEAD_LETTERS, "Events written to a sink's dead-letter file.");
+    metrics::describe_histogram!(
+        REQUEST_SECONDS,
+        metrics::Unit::Seconds,
+        "Duration of one webhook attempt."
+    );
+    metrics::describe_gauge!(
+        ENDPOINT_DISABLED,
+        "1 while the webhook endpoint is disabled after a 410 Gone."
+    );
+}
