@@ -38,6 +38,8 @@ pub enum AnySink {
     Log(crate::sinks::log::LogSink),
     /// `type = "file"`.
     File(crate::sinks::file::FileSink),
+    /// `type = "webhook"`.
+    Webhook(crate::sinks::webhook::WebhookSink),
 }
 
 impl AnySink {
@@ -46,6 +48,7 @@ impl AnySink {
         Ok(match config {
             SinkConfig::Log(c) => AnySink::Log(c.open(name)?),
             SinkConfig::File(c) => AnySink::File(c.open(name).await?),
+            SinkConfig::Webhook(c) => AnySink::Webhook(c.build(name).await?),
         })
     }
 
@@ -53,6 +56,7 @@ impl AnySink {
         match self {
             AnySink::Log(s) => s.deliver(events).await,
             AnySink::File(s) => s.deliver(events).await,
+            AnySink::Webhook(s) => s.deliver(events).await,
         }
     }
 
@@ -60,6 +64,7 @@ impl AnySink {
         match self {
             AnySink::Log(s) => s.reopen().await,
             AnySink::File(s) => s.reopen().await,
+            AnySink::Webhook(s) => s.reopen().await,
         }
     }
 
@@ -67,6 +72,7 @@ impl AnySink {
         match self {
             AnySink::Log(s) => s.close().await,
             AnySink::File(s) => s.close().await,
+            AnySink::Webhook(s) => s.close().await,
         }
     }
 }
@@ -81,7 +87,9 @@ pub struct Delivery {
 
 impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Delivery").field("sinks", &self.tasks.len()).finish_non_exhaustive()
+        f.debug_struct("Delivery")
+            .field("sinks", &self.tasks.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -90,7 +98,11 @@ impl Delivery {
     /// starts one delivery task per sink. Fails (before starting anything) when a sink cannot be
     /// opened: a bad path or secret is a configuration error the operator must see at once.
     /// On shutdown each sink gets `drain_for` to deliver what the journal holds.
-    pub async fn start(journal: Journal, sinks: Vec<(String, SinkConfig)>, drain_for: Duration) -> Result<Delivery, SinkError> {
+    pub async fn start(
+        journal: Journal,
+        sinks: Vec<(String, SinkConfig)>,
+        drain_for: Duration,
+    ) -> Result<Delivery, SinkError> {
         let names: Vec<String> = sinks.iter().map(|(n, _)| n.clone()).collect();
         let released = journal
             .retain_sinks(&names)
@@ -205,7 +217,8 @@ async fn run_sink(
     let mut drain_until: Option<Instant> = None;
     loop {
         let head = *head_rx.borrow_and_update();
-        metrics::gauge!("chatwatch_sink_backlog_events", &labels).set(head.saturating_sub(cursor) as f64);
+        metrics::gauge!("chatwatch_sink_backlog_events", &labels)
+            .set(head.saturating_sub(cursor) as f64);
         if head <= cursor {
             if drain_until.is_some() {
                 break;
@@ -257,7 +270,8 @@ async fn run_sink(
                 Ok(event) if filter.matches(&event) => events.push(Arc::new(event)),
                 Ok(_) => {}
                 Err(e) => {
-                    metrics::counter!("chatwatch_sink_unreadable_records_total", &labels).increment(1);
+                    metrics::counter!("chatwatch_sink_unreadable_records_total", &labels)
+                        .increment(1);
                     error!(sink = %name, seq, error = %e, "a journal record is not an event this version can read; skipped");
                 }
             }
@@ -286,7 +300,9 @@ async fn run_sink(
                     tokio::time::sleep(delay).await;
                     match AnySink::open(&name, &config).await {
                         Ok(fresh) => sink = fresh,
-                        Err(e) => error!(sink = %name, error = %e, "cannot reopen the sink; will retry"),
+                        Err(e) => {
+                            error!(sink = %name, error = %e, "cannot reopen the sink; will retry")
+                        }
                     }
                     continue;
                 }
@@ -301,7 +317,9 @@ async fn run_sink(
         let sink_name = name.clone();
         match tokio::task::spawn_blocking(move || j.store_cursor(&sink_name, last)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => error!(sink = %name, error = %e, "cannot store the sink's journal cursor"),
+            Ok(Err(e)) => {
+                error!(sink = %name, error = %e, "cannot store the sink's journal cursor")
+            }
             Err(e) => error!(sink = %name, error = %e, "cursor store task failed"),
         }
         if drain_until.is_some_and(|t| Instant::now() >= t) {

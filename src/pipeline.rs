@@ -185,7 +185,9 @@ pub async fn run(
                 .increment(1);
                 match serde_json::to_vec(&event) {
                     Ok(p) => payloads.push(p),
-                    Err(e) => warn!(account = %account, error = %e, "cannot encode an event; dropped"),
+                    Err(e) => {
+                        warn!(account = %account, error = %e, "cannot encode an event; dropped")
+                    }
                 }
             }
         }

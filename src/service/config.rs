@@ -332,8 +332,24 @@ impl Config {
                 message: strip_origin(&e.into_inner().to_string(), file),
             }
         })?;
+        let mut config = config;
+        config.apply_derived_defaults();
         config.validate(file)?;
         Ok(config)
+    }
+
+    /// Defaults that depend on other settings: a webhook sink without `dead_letter_dir` writes
+    /// its dead letters to `deadletter/` beside the journal directory.
+    pub fn apply_derived_defaults(&mut self) {
+        let dead_letters = self.journal.dir.parent().map_or_else(
+            || self.journal.dir.join("deadletter"),
+            |p| p.join("deadletter"),
+        );
+        for sink in self.sinks.values_mut() {
+            if let SinkConfig::Webhook(w) = sink {
+                w.default_dead_letter_dir(dead_letters.clone());
+            }
+        }
     }
 
     /// Cross-field rules that types alone cannot express. Pure: reads no file or variable.

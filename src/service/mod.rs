@@ -18,10 +18,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::bayeux::client::{self, SessionSettings, SessionStatus};
-use crate::gws::session::{GwsHooks, GwsSession, SessionError};
-use crate::pipeline::{self, PipelineInput};
 use crate::delivery::Delivery;
+use crate::gws::session::{GwsHooks, GwsSession, SessionError};
 use crate::journal::{Journal, JournalError};
+use crate::pipeline::{self, PipelineInput};
 use config::{Config, ConfigError, LogFormat, ServerKind};
 
 /// Deliveries buffered between a session and its pipeline.
@@ -127,7 +127,8 @@ pub async fn run_with(
     let reopen = delivery.reopen_handle();
     let hup = tokio::spawn(async move {
         #[cfg(unix)]
-        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
             while hup.recv().await.is_some() {
                 info!("SIGHUP: reopening sink files");
                 let _ = reopen.send(());

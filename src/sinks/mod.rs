@@ -267,6 +267,8 @@ pub enum SinkConfig {
     Log(LogSinkConfig),
     /// `type = "file"`: each event as one JSON line appended to a file.
     File(FileSinkConfig),
+    /// `type = "webhook"`: each event POSTed with Standard Webhooks signatures.
+    Webhook(webhook::WebhookSinkConfig),
 }
 
 impl SinkConfig {
@@ -275,6 +277,7 @@ impl SinkConfig {
         match self {
             Self::Log(config) => config.validate(),
             Self::File(config) => config.validate(),
+            Self::Webhook(config) => config.validate(),
         }
     }
 
@@ -283,6 +286,10 @@ impl SinkConfig {
         match self {
             Self::Log(config) => config.build(name).await,
             Self::File(config) => config.build(name).await,
+            Self::Webhook(_) => Err(SinkError::Failed {
+                sink: name.to_owned(),
+                reason: "a webhook sink is driven by the journal, not by a queue".to_owned(),
+            }),
         }
     }
 
@@ -291,6 +298,7 @@ impl SinkConfig {
         match self {
             Self::Log(config) => &config.filter,
             Self::File(config) => &config.filter,
+            Self::Webhook(config) => &config.filter,
         }
     }
 
@@ -299,6 +307,7 @@ impl SinkConfig {
         match self {
             Self::Log(config) => config.queue_capacity,
             Self::File(config) => config.queue_capacity,
+            Self::Webhook(_) => DEFAULT_QUEUE_CAPACITY,
         }
     }
 }
