@@ -49,6 +49,57 @@ enum Command {
     Sim(SimArgs),
     /// Run the simulator, the daemon and a scripted chat life cycle on this machine.
     Demo(DemoArgs),
+    /// Inspect the durable journal (read-only; safe while the daemon runs).
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
+    /// List or redrive the webhook sinks' dead letters.
+    Deadletter {
+        #[command(subcommand)]
+        command: DeadletterCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JournalCommand {
+    /// Sizes, sequence numbers and each sink's backlog, as JSON.
+    Status {
+        /// The configuration file naming the journal directory.
+        #[arg(short, long, default_value = "config/chatwatch.toml")]
+        config: PathBuf,
+    },
+    /// Print the most recent events, one JSON line each, oldest first.
+    Tail {
+        /// The configuration file naming the journal directory.
+        #[arg(short, long, default_value = "config/chatwatch.toml")]
+        config: PathBuf,
+        /// How many events.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadletterCommand {
+    /// Print the dead letters (one JSON line each) of every webhook sink, or of one.
+    List {
+        /// The configuration file naming the sinks.
+        #[arg(short, long, default_value = "config/chatwatch.toml")]
+        config: PathBuf,
+        /// Only this sink.
+        #[arg(long)]
+        sink: Option<String>,
+    },
+    /// Send a webhook sink's dead letters again; delivered ones leave the file.
+    Redrive {
+        /// The configuration file naming the sinks.
+        #[arg(short, long, default_value = "config/chatwatch.toml")]
+        config: PathBuf,
+        /// The webhook sink.
+        #[arg(long)]
+        sink: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -427,6 +478,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             })?;
             Ok(())
         }
+        Command::Journal { command } => journal_command(command),
+        Command::Deadletter { command } => deadletter_command(command),
         Command::Demo(args) => {
             service::init_logging(&chatwatch::service::config::LogConfig::default());
             let opts = app::demo::DemoOptions {
@@ -443,6 +496,89 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn webhook_sinks(cfg: &Config) -> Vec<(&String, &chatwatch::sinks::webhook::WebhookSinkConfig)> {
+    cfg.sinks
+        .iter()
+        .filter_map(|(name, sink)| match sink {
+            chatwatch::sinks::SinkConfig::Webhook(w) => Some((name, w)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn journal_command(command: JournalCommand) -> anyhow::Result<()> {
+    match command {
+        JournalCommand::Status { config } => {
+            let cfg = Config::load(&config)?;
+            let status = chatwatch::journal::status_offline(&cfg.journal.dir)?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
+        }
+        JournalCommand::Tail { config, lines } => {
+            let cfg = Config::load(&config)?;
+            for (_, payload) in chatwatch::journal::tail_offline(&cfg.journal.dir, lines)? {
+                println!("{}", String::from_utf8_lossy(&payload));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn deadletter_command(command: DeadletterCommand) -> anyhow::Result<()> {
+    use chatwatch::sinks::webhook;
+    match command {
+        DeadletterCommand::List { config, sink } => {
+            let cfg = Config::load(&config)?;
+            let sinks = webhook_sinks(&cfg);
+            if let Some(name) = &sink {
+                anyhow::ensure!(
+                    sinks.iter().any(|(n, _)| *n == name),
+                    "no webhook sink `{name}` in {}",
+                    config.display()
+                );
+            }
+            let mut dirs: Vec<&std::path::Path> = sinks
+                .iter()
+                .filter_map(|(_, w)| w.dead_letter_dir.as_deref())
+                .collect();
+            dirs.sort();
+            dirs.dedup();
+            for dir in dirs {
+                for letter in webhook::deadletter_list(dir, sink.as_deref())? {
+                    println!("{}", serde_json::to_string(&letter)?);
+                }
+            }
+        }
+        DeadletterCommand::Redrive { config, sink } => {
+            init_cli_logging();
+            let cfg = Config::load(&config)?;
+            let (_, w) = webhook_sinks(&cfg)
+                .into_iter()
+                .find(|(n, _)| **n == sink)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("no webhook sink `{sink}` in {}", config.display())
+                })?;
+            let dir = w
+                .dead_letter_dir
+                .clone()
+                .context("the sink has no dead_letter_dir")?;
+            let report = runtime()?.block_on(webhook::deadletter_redrive(&dir, &sink, w))?;
+            println!(
+                "redrive of {sink}: {} attempted, {} delivered, {} failed again, {} skipped (410), {} remaining",
+                report.attempted,
+                report.delivered,
+                report.failed.len(),
+                report.skipped,
+                report.remaining
+            );
+            anyhow::ensure!(
+                report.failed.is_empty() && report.skipped == 0,
+                "some dead letters could not be delivered; they stay in the file"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -279,3 +279,127 @@ async fn a_webhook_receiver_down_then_503_then_up_gets_everything_in_order() {
         "the log says it retried"
     );
 }
+
+fn cli(args: &[&str], config: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_chatwatch"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_status_tail_and_dead_letters_from_the_cli() {
+    let faye = Faye::start(0, 2);
+    let hook_port = support::free_port();
+    // The receiver refuses everything with 400: every event becomes a dead letter.
+    let refuse = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    {
+        let (refuse, seen) = (refuse.clone(), seen.clone());
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap| {
+                let (refuse, seen) = (refuse.clone(), seen.clone());
+                async move {
+                    if refuse.load(std::sync::atomic::Ordering::SeqCst) {
+                        return (StatusCode::BAD_REQUEST, "unknown schema").into_response();
+                    }
+                    let id = headers
+                        .get("webhook-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    seen.lock().unwrap().push(id.to_owned());
+                    StatusCode::NO_CONTENT.into_response()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], hook_port)))
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chatwatch.toml");
+    std::fs::write(&path, config(faye.port, hook_port, dir.path())).unwrap();
+    let mut daemon = Daemon::start_with_config(tempfile::tempdir().unwrap(), &path);
+    daemon.wait_listening(1).await;
+    faye.publish(0, 5).await;
+    let deadline = Instant::now() + DEADLINE;
+    let letters = loop {
+        let out = cli(&["deadletter", "list"], &path);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let letters: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if letters.len() >= 5 {
+            break letters;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} dead letters",
+            letters.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        letters
+            .iter()
+            .all(|l| l["status"] == 400 && l["sink"] == "hook"),
+        "{letters:?}"
+    );
+    assert!(letters[0]["body_start"]
+        .as_str()
+        .unwrap()
+        .contains("unknown schema"));
+
+    // The journal: five events, and every sink has delivered (or dead-lettered) them all.
+    let out = cli(&["journal", "status"], &path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["last_seq"], 5, "{status}");
+    let out = cli(&["journal", "tail", "-n", "2"], &path);
+    let tail: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(tail.len(), 2);
+    assert_eq!(tail[1]["data"]["seq"], 4);
+
+    // The receiver is fixed: a redrive delivers every dead letter and empties the file.
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit().await, Some(0));
+    refuse.store(false, std::sync::atomic::Ordering::SeqCst);
+    let out = cli(&["deadletter", "redrive", "--sink", "hook"], &path);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("5 delivered"), "{stdout}");
+    assert_eq!(seen.lock().unwrap().len(), 5);
+    let ids: BTreeSet<String> = letters
+        .iter()
+        .map(|l| l["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    let redriven: BTreeSet<String> = seen.lock().unwrap().iter().cloned().collect();
+    assert_eq!(ids, redriven, "redrive keeps each event's webhook-id");
+    let out = cli(&["deadletter", "list"], &path);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+        "the file is empty after the redrive"
+    );
+}
