@@ -24,7 +24,10 @@ use super::SinkError;
 pub trait Deliver: Send + 'static {
     /// Delivers `events` (in journal order, at least one). See the module documentation for what
     /// `Ok` promises and why dropping the future must be safe.
-    fn deliver(&mut self, events: &[Arc<Event>]) -> impl Future<Output = Result<(), SinkError>> + Send;
+    fn deliver(
+        &mut self,
+        events: &[Arc<Event>],
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Reopens output files (SIGHUP, for logrotate users). Sinks without files do nothing.
     fn reopen(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send {
