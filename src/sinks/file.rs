@@ -40,10 +40,11 @@
 //! of the reopen-and-rewrite above. [`Deliver::reopen`] reopens the path (logrotate's rename +
 //! create); [`Deliver::close`] flushes and syncs.
 //!
-//! Measured with a runner that waits for each batch (debug build, ext4 on a 2-core VM, test
-//! `deliver_throughput`): `always` ≈ 3,600 events/s with one event per batch, ≈ 26,000 with
-//! 100, ≈ 36,000 with 1,000; `interval` = at most one batch per `fsync_interval` (1,000
-//! events/s with batches of 1,000 and `"1s"`; ≈ 33,000 with `"10ms"`); `never` ≈ 62,000.
+//! Measured with a runner that waits for each batch (release build, ext4 on a shared 2-core
+//! VM, test `deliver_throughput`, `--ignored`): `always` ≈ 1,100 events/s with one event per
+//! batch, ≈ 33,000 with 100, ≈ 178,000 with 1,000; `interval` delivers at most one batch per
+//! `fsync_interval` (1,000 events/s with batches of 1,000 and `"1s"`; ≈ 63,000 with `"10ms"`),
+//! so with a waiting runner it only pays off with large batches; `never` ≈ 240,000.
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};

@@ -51,6 +51,10 @@
 //! [`Deliver::reopen`] (SIGHUP, for logrotate's rename + create) reopens `<name>.jsonl` and
 //! continues the chain in it; note that [`verify()`] only recognises the sink's own file names.
 //!
+//! Throughput with a runner that waits for each batch (release build, shared 2-core VM, test
+//! `audit_throughput`, `--ignored`): ≈ 90,000 events/s with batches of 1,000 (SHA-256 or HMAC
+//! alike), ≈ 30,000 with 100, ≈ 1,100 with single events (one fdatasync each).
+//!
 //! # Metrics
 //!
 //! Besides the writer's `chatwatch_sink_delivered_events_total{sink}` and

@@ -635,3 +635,81 @@ fn hmac_key_file_must_not_be_empty() {
     std::fs::write(&path, b"k\r\n").unwrap();
     assert_eq!(read_hmac_key(&path).unwrap(), b"k");
 }
+
+#[test]
+fn works_inside_a_tagged_sink_table_with_string_overrides() {
+    // How `SinkConfig` will hold it: an internally tagged enum, which buffers the table, with
+    // environment overrides arriving as strings.
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    enum Sink {
+        Audit(AuditSinkConfig),
+    }
+    #[derive(Debug, serde::Deserialize)]
+    struct Root {
+        sinks: std::collections::BTreeMap<String, Sink>,
+    }
+    let root = config::Config::builder()
+        .add_source(config::File::from_str(
+            "[sinks.trail]\ntype = \"audit\"\ndir = \"/var/log/chatwatch\"\nkeep_files = 7\n",
+            config::FileFormat::Toml,
+        ))
+        .set_override("sinks.trail.rotate_bytes", "1000")
+        .and_then(|b| b.set_override("sinks.trail.compress", "false"))
+        .and_then(|b| b.set_override("sinks.trail.keep_age", "30d"))
+        .and_then(|b| b.set_override("sinks.trail.rotate_interval", "1h"))
+        .and_then(|b| b.build())
+        .and_then(|c| c.try_deserialize::<Root>())
+        .expect("valid");
+    let Sink::Audit(audit) = &root.sinks["trail"];
+    assert_eq!(audit.rotate_bytes, 1000);
+    assert!(!audit.compress);
+    assert_eq!(audit.keep_files, Some(7));
+    assert_eq!(audit.keep_age, Some(Duration::from_secs(30 * 86_400)));
+    assert_eq!(audit.rotate_interval, Some(Duration::from_secs(3600)));
+    let err = config::Config::builder()
+        .add_source(config::File::from_str(
+            "[sinks.trail]\ntype = \"audit\"\ndir = \"x\"\nkeep_file = 7\n",
+            config::FileFormat::Toml,
+        ))
+        .build()
+        .and_then(|c| c.try_deserialize::<Root>())
+        .expect_err("unknown key")
+        .to_string();
+    assert!(err.contains("keep_file"), "{err}");
+}
+
+/// Events per second through `AuditSink::deliver` with a runner that waits for each batch. Run
+/// with `cargo test --release -- --ignored --nocapture audit_throughput`.
+#[ignore = "measurement, not a test"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_throughput() {
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("key");
+    std::fs::write(&key_file, b"0123456789abcdef0123456789abcdef").unwrap();
+    for (batch, hmac) in [(1, false), (100, false), (1000, false), (1000, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AuditSinkConfig {
+            rotate_bytes: 4 << 20,
+            hmac_key_file: hmac.then(|| key_file.clone()),
+            ..AuditSinkConfig::new(dir.path())
+        };
+        let mut sink = config.open("audit").await.expect("open");
+        let all = events(0..20_000);
+        let started = tokio::time::Instant::now();
+        let mut sent = 0;
+        while started.elapsed() < Duration::from_secs(3) && sent + batch <= all.len() {
+            sink.deliver(&all[sent..sent + batch])
+                .await
+                .expect("delivered");
+            sent += batch;
+        }
+        let took = started.elapsed();
+        sink.close().await.expect("close");
+        println!(
+            "audit fsync=always batch={batch} hmac={hmac}: {sent} events in {took:?} = {:.0} events/s",
+            sent as f64 / took.as_secs_f64()
+        );
+        assert!(verify(dir.path(), "audit", None).is_ok() || hmac);
+    }
+}
