@@ -33,6 +33,7 @@ use tokio_util::sync::DropGuard;
 
 use crate::event::Event;
 
+pub mod audit;
 pub mod deliver;
 pub mod file;
 pub mod filter;

@@ -60,7 +60,6 @@ pub(crate) enum OutputError {
     /// The sink was dropped while a write was being retried: stop quietly.
     Stopped,
     /// The output cannot go on (the instance is dead; the runner rebuilds it).
-    #[allow(dead_code)] // used by the audit sink (next commit)
     Fatal(String),
 }
 
