@@ -837,6 +837,138 @@ impl State {
 mod tests {
     use super::*;
 
+    fn small(dir: &std::path::Path, fsync: JournalFsync) -> JournalConfig {
+        JournalConfig {
+            fsync,
+            segment_bytes: 100,
+            ..JournalConfig::new(dir)
+        }
+    }
+
+    /// 11 bytes: every record is 27 bytes, three to a 100-byte segment.
+    fn payload(i: u64) -> Vec<u8> {
+        format!("event-{i:05}").into_bytes()
+    }
+
+    fn faults(journal: &Journal) -> &state::Faults {
+        &journal.inner.shared.faults
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_fsync_stops_the_journal_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(small(dir.path(), JournalFsync::Always)).unwrap();
+        assert_eq!(journal.append(vec![payload(1)]).await.unwrap(), 1..=1);
+        faults(&journal).syncs.store(1, Ordering::SeqCst);
+        let err = journal.append(vec![payload(2)]).await.expect_err("sync");
+        assert!(matches!(err, JournalError::Sync { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("fdatasync") && text.contains("seg-00000000000000000001.log"),
+            "{text}"
+        );
+        // The next fsync would succeed, but must not be trusted (fsyncgate).
+        let err = journal.append(vec![payload(3)]).await.expect_err("still");
+        assert!(matches!(err, JournalError::Sync { .. }), "{err}");
+        assert_eq!(
+            *journal.head().borrow(),
+            1,
+            "nothing unsynced becomes visible"
+        );
+        assert_eq!(journal.read(0, 10).unwrap().len(), 1);
+        let err = journal.close().await.expect_err("close reports it too");
+        assert!(matches!(err, JournalError::Sync { .. }), "{err}");
+        drop(journal);
+
+        // The restart recovers what is on disk and goes on.
+        let journal = Journal::open(small(dir.path(), JournalFsync::Always)).unwrap();
+        let last = journal.recovery().last_seq;
+        assert_eq!(last, 2, "record 2 was written, only its sync failed");
+        assert_eq!(
+            journal.append(vec![payload(3)]).await.unwrap(),
+            last + 1..=last + 1
+        );
+        journal.close().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_interval_sync_keeps_the_records_invisible_and_stops_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(JournalConfig {
+            fsync_interval: Duration::from_millis(10),
+            ..small(dir.path(), JournalFsync::Interval)
+        })
+        .unwrap();
+        faults(&journal).syncs.store(1, Ordering::SeqCst);
+        assert_eq!(journal.append(vec![payload(1)]).await.unwrap(), 1..=1);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while journal.inner.shared.lock().poisoned.is_none() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the flusher never ran"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(*journal.head().borrow(), 0);
+        let err = journal
+            .append(vec![payload(2)])
+            .await
+            .expect_err("poisoned");
+        assert!(matches!(err, JournalError::Sync { .. }), "{err}");
+        assert!(journal.close().await.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_is_undone_across_a_segment_roll() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(small(dir.path(), JournalFsync::Always)).unwrap();
+        assert_eq!(
+            journal.append(vec![payload(1), payload(2)]).await.unwrap(),
+            1..=2
+        );
+        // Record 3 completes segment 1; records 4 to 6 go to a new segment 4, whose write
+        // fails half-way.
+        faults(&journal).write_at.store(2, Ordering::SeqCst);
+        let err = journal
+            .append((3..=6).map(payload).collect())
+            .await
+            .expect_err("write");
+        let text = err.to_string();
+        assert!(matches!(err, JournalError::Io { .. }), "{text}");
+        assert!(text.contains("seg-00000000000000000004.log"), "{text}");
+        let first = dir.path().join("seg-00000000000000000001.log");
+        assert_eq!(
+            std::fs::metadata(&first).unwrap().len(),
+            54,
+            "truncated back"
+        );
+        assert!(!dir.path().join("seg-00000000000000000004.log").exists());
+        let status = journal.status();
+        assert_eq!((status.last_seq, status.bytes, status.segments), (2, 54, 1));
+
+        assert_eq!(
+            journal
+                .append((3..=6).map(payload).collect())
+                .await
+                .unwrap(),
+            3..=6,
+            "the same seqs again"
+        );
+        let records = journal.read(0, 100).unwrap();
+        let expected: Vec<(u64, Vec<u8>)> = (1..=6).map(|i| (i, payload(i))).collect();
+        assert_eq!(records, expected);
+        journal.close().await.unwrap();
+        drop(journal);
+        let journal = Journal::open(small(dir.path(), JournalFsync::Always)).unwrap();
+        assert!(
+            journal.recovery().repairs.is_empty(),
+            "{:?}",
+            journal.recovery()
+        );
+        assert_eq!(journal.recovery().records, 6);
+        journal.close().await.unwrap();
+    }
+
     #[test]
     fn config_defaults_and_serde() {
         let cfg: JournalConfig = serde_json::from_str("{}").unwrap();

@@ -181,6 +181,38 @@ pub(crate) struct Shared {
     /// Serialises cursor stores and `retain_sinks`.
     pub cursor_store: Mutex<()>,
     pub metrics: Metrics,
+    /// Injected failures, for unit tests of the failure paths.
+    #[cfg(test)]
+    pub faults: Faults,
+}
+
+/// Failures a unit test can inject into the writer.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    /// Fail this many of the next fdatasyncs.
+    pub syncs: std::sync::atomic::AtomicUsize,
+    /// Fail the n-th next chunk write (1 = the next), after writing half of it.
+    pub write_at: std::sync::atomic::AtomicUsize,
+}
+
+#[cfg(test)]
+impl Faults {
+    /// Whether this fdatasync should fail.
+    pub fn sync_fails(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.syncs
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// Whether this chunk write should fail.
+    pub fn write_fails(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.write_at
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            == Ok(1)
+    }
 }
 
 impl Shared {

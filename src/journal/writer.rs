@@ -78,6 +78,8 @@ pub(crate) fn start(
         cursor_store: Mutex::new(()),
         metrics,
         cfg,
+        #[cfg(test)]
+        faults: Default::default(),
     });
     let (tx, rx) = mpsc::channel();
     let writer = Writer {
@@ -219,10 +221,14 @@ impl Writer {
     }
 
     /// fdatasync of the active segment, then the head moves to everything written. A failure
-    /// poisons the journal.
+    /// poisons the journal. Once poisoned, nothing counts as synced any more: a later fsync
+    /// may succeed although the kernel dropped the pages whose writeback failed.
     fn sync(&mut self) -> Result<(), JournalError> {
         self.dirty_since = None;
-        match self.file.sync_data() {
+        if let Some(error) = self.shared.lock().poison_error() {
+            return Err(error);
+        }
+        match self.sync_data() {
             Ok(()) => {
                 self.publish(self.written);
                 Ok(())
@@ -231,11 +237,28 @@ impl Writer {
         }
     }
 
+    /// fdatasync of the active segment (with injected failures in unit tests).
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.shared.faults.sync_fails() {
+            return Err(std::io::Error::other("injected fdatasync failure"));
+        }
+        self.file.sync_data()
+    }
+
+    /// Appends `buf` to the active segment (with injected failures in unit tests).
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.shared.faults.write_fails() {
+            self.file.write_all(&buf[..buf.len() / 2])?;
+            return Err(std::io::Error::other("injected write failure"));
+        }
+        self.file.write_all(buf)?;
+        self.file.flush()
+    }
+
     /// The sync at close (or when every handle is gone), whatever the policy.
     fn final_sync(&mut self) -> Result<(), JournalError> {
-        if let Some(error) = self.shared.lock().poison_error() {
-            return Err(error);
-        }
         self.sync()
     }
 
@@ -246,12 +269,11 @@ impl Writer {
         }
         let synced = match self.policy() {
             JournalFsync::Always if self.dirty_since.is_some() => self.sync().is_ok(),
-            JournalFsync::Always | JournalFsync::Interval => true,
-            JournalFsync::Never => {
-                self.publish(self.written);
-                true
-            }
+            _ => self.shared.lock().poisoned.is_none(),
         };
+        if synced && self.policy() == JournalFsync::Never {
+            self.publish(self.written);
+        }
         for (reply, result) in std::mem::take(&mut self.pending) {
             let result =
                 match result {
@@ -465,8 +487,7 @@ impl Writer {
     /// file, fsyncs the directory.
     fn roll(&mut self, seq: u64) -> Result<(), JournalError> {
         if self.policy() != JournalFsync::Never {
-            self.file
-                .sync_data()
+            self.sync_data()
                 .map_err(|e| self.shared.poison("fdatasync", self.path.clone(), e))?;
         }
         let path = self.shared.cfg.dir.join(segment_name(seq));
@@ -591,9 +612,7 @@ impl Writer {
         let Some(&(last_seq, _)) = positions.last() else {
             return Ok(());
         };
-        self.file
-            .write_all(buf)
-            .and_then(|()| self.file.flush())
+        self.write_all(buf)
             .map_err(|e| JournalError::io("write to", &self.path, e))?;
         let bytes = buf.len() as u64;
         let mut state = self.shared.lock();
