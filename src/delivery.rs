@@ -40,6 +40,8 @@ pub enum AnySink {
     File(crate::sinks::file::FileSink),
     /// `type = "webhook"`.
     Webhook(crate::sinks::webhook::WebhookSink),
+    /// `type = "audit"`.
+    Audit(crate::sinks::audit::AuditSink),
 }
 
 impl AnySink {
@@ -49,6 +51,7 @@ impl AnySink {
             SinkConfig::Log(c) => AnySink::Log(c.open(name)?),
             SinkConfig::File(c) => AnySink::File(c.open(name).await?),
             SinkConfig::Webhook(c) => AnySink::Webhook(c.build(name).await?),
+            SinkConfig::Audit(c) => AnySink::Audit(c.open(name).await?),
         })
     }
 
@@ -57,6 +60,7 @@ impl AnySink {
             AnySink::Log(s) => s.deliver(events).await,
             AnySink::File(s) => s.deliver(events).await,
             AnySink::Webhook(s) => s.deliver(events).await,
+            AnySink::Audit(s) => s.deliver(events).await,
         }
     }
 
@@ -65,6 +69,7 @@ impl AnySink {
             AnySink::Log(s) => s.reopen().await,
             AnySink::File(s) => s.reopen().await,
             AnySink::Webhook(s) => s.reopen().await,
+            AnySink::Audit(s) => s.reopen().await,
         }
     }
 
@@ -73,6 +78,7 @@ impl AnySink {
             AnySink::Log(s) => s.close().await,
             AnySink::File(s) => s.close().await,
             AnySink::Webhook(s) => s.close().await,
+            AnySink::Audit(s) => s.close().await,
         }
     }
 }

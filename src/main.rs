@@ -59,6 +59,28 @@ enum Command {
         #[command(subcommand)]
         command: DeadletterCommand,
     },
+    /// Tamper evidence of audit files.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of an audit sink's files (rotated and compressed ones included);
+    /// reports the first line that was changed, removed, inserted or reordered, and exits
+    /// non-zero if there is one.
+    Verify {
+        /// The audit sink's directory.
+        dir: PathBuf,
+        /// The sink name (the files are `<name>.jsonl` and `<name>-*.jsonl[.gz]`).
+        #[arg(long, default_value = "audit")]
+        name: String,
+        /// The HMAC key file, when the sink uses one.
+        #[arg(long)]
+        hmac_key_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -479,6 +501,31 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Journal { command } => journal_command(command),
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    dir,
+                    name,
+                    hmac_key_file,
+                },
+        } => {
+            use chatwatch::sinks::audit;
+            let key = match &hmac_key_file {
+                Some(path) => Some(
+                    audit::read_hmac_key(path)
+                        .with_context(|| format!("cannot read the HMAC key {}", path.display()))?,
+                ),
+                None => None,
+            };
+            let report = audit::verify(&dir, &name, key.as_deref())?;
+            println!("{report}");
+            anyhow::ensure!(
+                report.is_ok(),
+                "the audit chain of `{name}` in {} is broken",
+                dir.display()
+            );
+            Ok(())
+        }
         Command::Deadletter { command } => deadletter_command(command),
         Command::Demo(args) => {
             service::init_logging(&chatwatch::service::config::LogConfig::default());

@@ -270,6 +270,8 @@ pub enum SinkConfig {
     File(FileSinkConfig),
     /// `type = "webhook"`: each event POSTed with Standard Webhooks signatures.
     Webhook(webhook::WebhookSinkConfig),
+    /// `type = "audit"`: a hash-chained, rotated, tamper-evident JSON Lines file.
+    Audit(audit::AuditSinkConfig),
 }
 
 impl SinkConfig {
@@ -279,6 +281,7 @@ impl SinkConfig {
             Self::Log(config) => config.validate(),
             Self::File(config) => config.validate(),
             Self::Webhook(config) => config.validate(),
+            Self::Audit(config) => config.validate(),
         }
     }
 
@@ -287,9 +290,9 @@ impl SinkConfig {
         match self {
             Self::Log(config) => config.build(name).await,
             Self::File(config) => config.build(name).await,
-            Self::Webhook(_) => Err(SinkError::Failed {
+            Self::Webhook(_) | Self::Audit(_) => Err(SinkError::Failed {
                 sink: name.to_owned(),
-                reason: "a webhook sink is driven by the journal, not by a queue".to_owned(),
+                reason: "this sink type is driven by the journal, not by a queue".to_owned(),
             }),
         }
     }
@@ -300,6 +303,7 @@ impl SinkConfig {
             Self::Log(config) => &config.filter,
             Self::File(config) => &config.filter,
             Self::Webhook(config) => &config.filter,
+            Self::Audit(config) => &config.filter,
         }
     }
 
@@ -308,7 +312,7 @@ impl SinkConfig {
         match self {
             Self::Log(config) => config.queue_capacity,
             Self::File(config) => config.queue_capacity,
-            Self::Webhook(_) => DEFAULT_QUEUE_CAPACITY,
+            Self::Webhook(_) | Self::Audit(_) => DEFAULT_QUEUE_CAPACITY,
         }
     }
 }
