@@ -403,3 +403,92 @@ async fn journal_status_tail_and_dead_letters_from_the_cli() {
         "the file is empty after the redrive"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_file_written_by_the_daemon_verifies_and_catches_an_edit() {
+    let faye = Faye::start(0, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chatwatch.toml");
+    let audit_dir = dir.path().join("audit");
+    let text = format!(
+        r#"
+[accounts.main]
+url = "http://127.0.0.1:{port}"
+server = "bayeux"
+use_env_proxy = false
+
+[journal]
+dir = "{dir}/journal"
+
+[log]
+format = "json"
+
+[sinks.audit]
+type = "audit"
+dir = "{audit}"
+rotate_bytes = 4096
+"#,
+        port = faye.port,
+        dir = dir.path().display(),
+        audit = audit_dir.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut daemon = Daemon::start_with_config(tempfile::tempdir().unwrap(), &path);
+    daemon.wait_listening(1).await;
+    faye.publish(0, 40).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let status = chatwatch::journal::status_offline(&dir.path().join("journal")).unwrap();
+        let audit = status
+            .sinks
+            .iter()
+            .find(|s| s.name == "audit")
+            .and_then(|s| s.cursor);
+        if audit == Some(40) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "audit sink at {audit:?}; log:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit().await, Some(0));
+
+    let verify = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_chatwatch"))
+            .args(["audit", "verify"])
+            .arg(&audit_dir)
+            .output()
+            .unwrap()
+    };
+    let out = verify();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rotated = std::fs::read_dir(&audit_dir).unwrap().count();
+    assert!(rotated > 2, "rotation by size happened ({rotated} files)");
+
+    // Someone edits a chat id in the active file: verify names the file and the line.
+    let active = audit_dir.join("audit.jsonl");
+    let text = std::fs::read_to_string(&active).unwrap();
+    let edited = text.replacen("chat-", "chat-X", 1);
+    assert_ne!(text, edited);
+    std::fs::write(&active, edited).unwrap();
+    let out = verify();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "an edited file must not verify");
+    assert!(
+        said.contains("audit.jsonl") && said.contains("line 1") && said.contains("changed"),
+        "{said}"
+    );
+}
