@@ -104,9 +104,9 @@ pub struct FileSinkConfig {
     /// `"1s"` (default), `"250ms"`. Must be greater than zero.
     #[serde(default = "default_fsync_interval", with = "humantime_serde")]
     pub fsync_interval: Duration,
-    /// How many events may wait for this sink before new ones are dropped for it (counted in
-    /// `chatwatch_sink_dropped_events_total{cause="queue_full"}`); while a write is being
-    /// retried, this is how many events the sink can hold back. Default 10000.
+    /// Only for the in-process [`Fanout`](crate::sinks::Fanout) (library use): how many events
+    /// may wait for this sink before new ones are dropped for it. The daemon delivers from the
+    /// journal and ignores it. Default 10000.
     #[serde(
         default = "default_queue_capacity",
         deserialize_with = "super::lenient::usize"

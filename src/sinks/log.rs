@@ -65,8 +65,9 @@ pub struct LogSinkConfig {
     /// `"error"`. Lines below the subscriber's level are discarded by it, not by this sink.
     #[serde(default)]
     pub level: LogLevel,
-    /// How many events may wait for this sink before new ones are dropped for it (counted in
-    /// `chatwatch_sink_dropped_events_total{cause="queue_full"}`). Default 10000.
+    /// Only for the in-process [`Fanout`](crate::sinks::Fanout) (library use): how many events
+    /// may wait for this sink before new ones are dropped for it. The daemon delivers from the
+    /// journal and ignores it. Default 10000.
     #[serde(
         default = "default_queue_capacity",
         deserialize_with = "super::lenient::usize"

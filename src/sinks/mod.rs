@@ -1,13 +1,12 @@
 //! The sink layer: where events leave chatwatch.
 //!
-//! This module owns the sink configuration ([`SinkConfig`], one `type = "..."` table per sink),
-//! the running form of a sink ([`RunningSink`]) and the [`Fanout`] that feeds them. Each sink has
-//! its own bounded queue and its own worker (a tokio task for the [`log`] sink, a dedicated OS
-//! thread for the [`file`](mod@file) sink), so a slow or failing sink never holds up another:
-//! when a sink's queue is full the event is dropped *for that sink only*, counted in
-//! `chatwatch_sink_dropped_events_total{sink, cause="queue_full"}` and reported in a rate-limited
-//! warning. [`Fanout::send`] is synchronous and never blocks; [`Fanout::shutdown`] closes the
-//! queues and gives every sink until a deadline to drain, flush and sync.
+//! This module owns the sink configuration ([`SinkConfig`], one `type = "..."` table per sink)
+//! and the sinks themselves: [`log`], [`file`](mod@file), [`webhook`] and [`audit`]. The daemon
+//! drives every sink through the [`deliver::Deliver`] contract from the journal
+//! ([`crate::delivery`]): each sink reads at its own cursor, so a slow or failing sink never
+//! holds up another and loses nothing. The older in-process [`Fanout`] (a bounded queue per sink,
+//! dropping for a full one) remains for library users who want sinks without a journal; only the
+//! log and file sinks support it.
 //!
 //! Configuration follows the Vector shape: a pure `validate` that touches nothing outside the
 //! config, then an async `build(name)` that acquires resources (the file sink opens its file
