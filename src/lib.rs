@@ -10,6 +10,7 @@ pub mod app;
 pub mod bayeux;
 pub mod event;
 pub mod gws;
+pub mod json;
 pub mod pipeline;
 pub mod secret;
 pub mod service;
