@@ -5,21 +5,22 @@
 //! Run with `cargo bench --bench decode -- --quick`. Throughput is one element per iteration, so
 //! criterion reports events per second; the target is ≥ 500,000 events/s on one core for `event`.
 //!
-//! - `decode/event`: bytes → `Value` → [`Delivery`] → [`Event::from_delivery`] (clones `data`);
+//! - `decode/event`: bytes → the protocol's parser ([`parse_response`], `data` kept as its JSON
+//!   text) → [`Delivery`] → [`Event::from_delivery`] (copies `data`);
 //! - `decode/event_json_line`: the same, then the event serialised as one JSON line;
 //! - `decode/event_owned`: bytes → [`Event::from_owned_delivery`] (moves `data`, as the pipeline
 //!   can, since the delivery is not needed afterwards);
 //! - `decode_parts/*`: the pieces on their own (parsing; the builder on an already parsed
-//!   delivery; decoding, cloning `data`, the fingerprint, the event id), to show where the time
-//!   goes.
+//!   delivery; GWS decoding of the text, copying `data`, the fingerprint, the event id), to show
+//!   where the time goes.
 
 use std::hint::black_box;
 
+use chatwatch::bayeux::message::parse_response;
 use chatwatch::bayeux::Delivery;
 use chatwatch::event::{fingerprint, new_event_id, Event, EventKind};
 use chatwatch::tracker::ChatTracker;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use serde_json::Value;
 
 /// One Bayeux response: a JSON array holding one delivery on `/v2/me/chats`.
 const RESPONSE: &str = concat!(
@@ -33,20 +34,16 @@ const RESPONSE: &str = concat!(
     r#""uri":"http://localhost:8080/api/v2/chats/0000Na9B26EF002X"}},"id":"42"}]"#
 );
 
-/// What the Bayeux client does with a response: parse it and hand the delivery downstream.
+/// What the Bayeux client does with a response: parse it (the protocol's own parser) and hand the
+/// delivery downstream.
 fn parse_delivery(bytes: &[u8]) -> Delivery {
-    let mut messages: Vec<Value> =
-        serde_json::from_slice(bytes).expect("the bench payload is valid JSON");
-    let mut message = messages.pop().expect("one message");
-    let channel = match message["channel"].take() {
-        Value::String(channel) => channel,
-        _ => panic!("the bench payload has a channel"),
-    };
-    let id = message["id"].as_str().map(str::to_owned);
+    let mut parsed =
+        parse_response(bytes, "long-polling").expect("the bench payload is a Bayeux response");
+    let message = parsed.messages.pop().expect("one message");
     Delivery {
-        channel,
-        data: message["data"].take(),
-        id,
+        channel: message.channel,
+        data: message.data.expect("the bench payload is a delivery"),
+        id: message.id,
         received_at: time::OffsetDateTime::now_utc(),
     }
 }
@@ -117,7 +114,11 @@ fn decode(c: &mut Criterion) {
         })
     });
     parts.bench_function("gws_decode", |b| {
-        b.iter(|| black_box(chatwatch::gws::decode(black_box(&delivery.data))))
+        b.iter(|| {
+            black_box(chatwatch::gws::decode_raw(black_box(
+                delivery.data.as_raw(),
+            )))
+        })
     });
     parts.bench_function("clone_data", |b| {
         b.iter(|| black_box(black_box(&delivery.data).clone()))

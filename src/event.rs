@@ -3,13 +3,14 @@
 //! An [`Event`] is built once per Bayeux delivery, after GWS decoding and after the chat tracker
 //! has supplied `previous_state`. Its `event_id` is assigned at that moment and travels with the
 //! record (into the journal, webhook `webhook-id`, `Nats-Msg-Id`), so every retry and every replay
-//! after a restart carries the same id. `fingerprint` is derived from the content alone, so two
-//! deliveries of the same notification (a redelivery after a reconnect) share it. The schema is
+//! after a restart carries the same id. `fingerprint` is derived from the content alone (the
+//! account, the channel and the text of `data`), so two deliveries of the same notification (a
+//! redelivery after a reconnect, byte-identical in practice) share it. The schema is
 //! documented, with an example, in README.md; a change that removes or renames a field bumps
 //! [`SCHEMA`].
 //!
 //! [`Event::from_delivery`] is the builder: it runs once per delivery, on the hot path, and turns a
-//! [`Delivery`] into an [`Event`] by decoding it ([`decode`]), asking the account's [`ChatTracker`]
+//! [`Delivery`] into an [`Event`] by decoding its JSON text ([`decode_raw`]), asking the account's [`ChatTracker`]
 //! for the previous state, and filling every field. A payload that cannot be decoded still becomes
 //! an event (kind `undecodable`, with the reason and the raw data), so nothing is dropped.
 
@@ -19,8 +20,10 @@ use sha2::{Digest, Sha256};
 
 use crate::bayeux::Delivery;
 use crate::gws::notification::{
-    self, decode, Capability, ChatState, Notification, NotificationType, Participant, ReferenceId,
+    self, decode_raw, Capability, ChatState, Notification, NotificationType, Participant,
+    ReferenceId, CHAT_STATE_CHANGE_MESSAGE, MESSAGE_LOG_UPDATED,
 };
+use crate::json::RawJson;
 use crate::tracker::ChatTracker;
 
 /// The metric counting deliveries whose `data` could not be decoded (labels `account`,
@@ -97,8 +100,9 @@ pub struct Event {
     /// Unique id assigned when the delivery was received (UUIDv7, time-ordered); stable across
     /// sink retries and restarts because it is stored with the event.
     pub event_id: String,
-    /// Hex SHA-256 (first 16 bytes) of the account, channel and canonical `data`: equal for
-    /// redeliveries of the same notification.
+    /// Hex SHA-256 (first 16 bytes) of the account, the channel and the text of `data` as received
+    /// (see [`fingerprint`]): equal for redeliveries of the same notification, which carry
+    /// byte-identical text; not canonical (other key order or whitespace gives another value).
     pub fingerprint: String,
     /// When chatwatch received the delivery (RFC 3339, UTC).
     #[serde(with = "time::serde::rfc3339")]
@@ -134,8 +138,10 @@ pub struct Event {
     /// (`GET /api/v2/me?subresources=*`) after chatwatch was not listening for a while.
     #[serde(default)]
     pub recovered: bool,
-    /// The original `data` object, exactly as delivered.
-    pub data: Value,
+    /// The original `data`, as the exact JSON text the server sent (serialised verbatim, not as a
+    /// string; see [`RawJson`] for the one normalisation: whitespace between tokens is dropped when
+    /// the text has line breaks, so a record is always one line).
+    pub data: RawJson,
 }
 
 impl Event {
@@ -151,43 +157,52 @@ impl Event {
     ///   `chatwatch_decode_errors_total` metric is incremented.
     ///
     /// `event_id` is a fresh UUIDv7 ([`new_event_id`]); `fingerprint` is [`fingerprint`] of the
-    /// account, the channel and the data; `data` is a clone of the delivery's (see
-    /// [`Event::from_owned_delivery`] to move it instead). Never fails and never panics.
+    /// account, the channel and the data's text; `data` is a copy of the delivery's text (see
+    /// [`Event::from_owned_delivery`] to move it instead). Decoding reads the text directly
+    /// ([`decode_raw`]), with no intermediate `Value`. Never fails and never panics.
     pub fn from_delivery(account: &str, delivery: &Delivery, tracker: &mut ChatTracker) -> Event {
-        let mut event = Self::build(account, delivery, tracker);
-        event.data = delivery.data.clone();
-        event
+        Self::build(
+            account,
+            delivery.channel.clone(),
+            delivery.received_at,
+            delivery.data.clone(),
+            tracker,
+        )
     }
 
     /// [`Event::from_delivery`] for a delivery the caller no longer needs: the same event, but
-    /// `data` is moved into it instead of cloned (about a quarter of the builder's cost).
+    /// the channel and `data` are moved into it instead of copied.
     pub fn from_owned_delivery(
         account: &str,
         delivery: Delivery,
         tracker: &mut ChatTracker,
     ) -> Event {
-        let mut event = Self::build(account, &delivery, tracker);
-        event.data = delivery.data;
-        event
+        Self::build(
+            account,
+            delivery.channel,
+            delivery.received_at,
+            delivery.data,
+            tracker,
+        )
     }
 
-    /// Everything but `data`, which the two public builders clone or move in.
-    fn build(account: &str, delivery: &Delivery, tracker: &mut ChatTracker) -> Event {
-        let data = &delivery.data;
-        let root = notification::notification_root(data);
-        let message_type = root
-            .and_then(|obj| obj.get("messageType"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+    /// The builder behind the two public ones.
+    fn build(
+        account: &str,
+        channel: String,
+        received_at: time::OffsetDateTime,
+        data: RawJson,
+        tracker: &mut ChatTracker,
+    ) -> Event {
         let mut event = Event {
             schema: SCHEMA.to_owned(),
             event_id: new_event_id(),
-            fingerprint: fingerprint(account, &delivery.channel, data),
-            received_at: delivery.received_at,
+            fingerprint: fingerprint(account, &channel, &data),
+            received_at,
             account: account.to_owned(),
-            channel: delivery.channel.clone(),
+            channel,
             kind: EventKind::Other,
-            message_type,
+            message_type: None,
             notification_type: None,
             reference_id: None,
             chat: None,
@@ -195,9 +210,9 @@ impl Event {
             error_message: None,
             decode_error: None,
             recovered: false,
-            data: Value::Null,
+            data,
         };
-        match decode(data) {
+        match decode_raw(event.data.as_raw()) {
             Ok(Notification::ChatStateChange(change)) => {
                 let chat = change.chat;
                 let previous_state = chat
@@ -205,6 +220,7 @@ impl Event {
                     .as_deref()
                     .and_then(|id| tracker.observe(id, chat.state.as_ref()));
                 event.kind = EventKind::ChatState;
+                event.message_type = Some(CHAT_STATE_CHANGE_MESSAGE.to_owned());
                 event.notification_type = change.notification_type;
                 event.reference_id = change.reference_id;
                 event.error_message = change.error_message;
@@ -220,6 +236,7 @@ impl Event {
             }
             Ok(Notification::MessageLogUpdated(log)) => {
                 event.kind = EventKind::MessageLog;
+                event.message_type = Some(MESSAGE_LOG_UPDATED.to_owned());
                 event.notification_type = log.notification_type;
                 event.reference_id = log.reference_id;
                 event.chat = log.chat_id.map(|id| id_only_chat(id, tracker));
@@ -227,6 +244,7 @@ impl Event {
             }
             Ok(Notification::Error(error)) => {
                 event.kind = EventKind::Error;
+                event.message_type = error.message_type;
                 event.notification_type = Some(NotificationType::Error);
                 event.reference_id = error.reference_id;
                 event.error_message = error.error_message;
@@ -234,11 +252,12 @@ impl Event {
             }
             Ok(Notification::Other { .. }) => {
                 event.kind = EventKind::Other;
-                fill_envelope_leniently(&mut event, root);
+                fill_envelope_leniently(&mut event);
             }
             Err(err) => {
                 let reason = err.to_string();
-                tracing::warn!(account, channel = %delivery.channel, error = %reason, "undecodable notification; kept raw as kind `undecodable`");
+                fill_envelope_leniently(&mut event);
+                tracing::warn!(account, channel = %event.channel, error = %reason, "undecodable notification; kept raw as kind `undecodable`");
                 metrics::counter!(
                     DECODE_ERRORS_METRIC,
                     "account" => account.to_owned(),
@@ -247,7 +266,6 @@ impl Event {
                 .increment(1);
                 event.kind = EventKind::Undecodable;
                 event.decode_error = Some(reason);
-                fill_envelope_leniently(&mut event, root);
             }
         }
         event
@@ -262,7 +280,7 @@ impl Event {
         last_state: ChatState,
         received_at: time::OffsetDateTime,
     ) -> Event {
-        let data = serde_json::json!({"chat": {"id": chat_id}, "vanished": true});
+        let data = RawJson::from(serde_json::json!({"chat": {"id": chat_id}, "vanished": true}));
         Event {
             schema: SCHEMA.to_owned(),
             event_id: new_event_id(),
@@ -299,17 +317,20 @@ impl Event {
 }
 
 /// The content fingerprint of a delivery: lowercase hex of the first 16 bytes of SHA-256 over
-/// `account`, a 0 byte, `channel`, a 0 byte, and the compact JSON of `data` (keys sorted, so equal
-/// values give equal bytes).
-pub fn fingerprint(account: &str, channel: &str, data: &Value) -> String {
+/// `account`, a 0 byte, `channel`, a 0 byte, and the text of `data` as received.
+///
+/// The text is hashed as it is, not re-serialised: a redelivery of a notification (the same
+/// server sending the same payload again after a reconnect) carries byte-identical text and gets
+/// the same fingerprint, but the same content written with other whitespace, key order or escapes
+/// does not. Data built from a `Value` (recovered and vanished chats, tests) is compact JSON with
+/// sorted keys, so equal values give equal fingerprints there.
+pub fn fingerprint(account: &str, channel: &str, data: &RawJson) -> String {
     let mut hasher = Sha256::new();
     hasher.update(account.as_bytes());
     hasher.update([0u8]);
     hasher.update(channel.as_bytes());
     hasher.update([0u8]);
-    // Serialising a `Value` cannot fail (its keys are strings) and writing into a hasher cannot
-    // fail either, so the result carries no information; streaming avoids a buffer per event.
-    let _ = serde_json::to_writer(&mut hasher, data);
+    hasher.update(data.get().as_bytes());
     let digest = hasher.finalize();
     // Hand-rolled lowercase hex: `hex::encode` goes through a char iterator, measurably slower.
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -332,10 +353,20 @@ fn id_only_chat(id: String, tracker: &mut ChatTracker) -> ChatRecord {
     }
 }
 
-/// For `other` and `undecodable` events: `notificationType` and `referenceId` when they can be read,
-/// ignored otherwise (the raw data is kept anyway).
-fn fill_envelope_leniently(event: &mut Event, root: Option<&Map<String, Value>>) {
-    let Some(root) = root else { return };
+/// For `other` and `undecodable` events: `messageType`, `notificationType` and `referenceId` when
+/// they can be read, ignored otherwise (the raw data is kept anyway). Parses `data` into a `Value`:
+/// these kinds are off the typed fast path.
+fn fill_envelope_leniently(event: &mut Event) {
+    let Ok(data) = event.data.to_value() else {
+        return;
+    };
+    let Some(root) = notification::notification_root(&data) else {
+        return;
+    };
+    event.message_type = root
+        .get("messageType")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     event.notification_type = root
         .get("notificationType")
         .and_then(Value::as_str)
@@ -482,6 +513,54 @@ mod tests {
             (now_millis - id_millis).abs() < 60_000,
             "the id carries the current time"
         );
+    }
+
+    fn raw_delivery(text: &str) -> Delivery {
+        Delivery {
+            channel: "/v2/me/chats".to_owned(),
+            data: RawJson::from(
+                serde_json::value::RawValue::from_string(text.to_owned()).expect("valid JSON"),
+            ),
+            id: None,
+            received_at: time::OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn received_text_is_kept_and_fingerprinted_as_sent() {
+        let text =
+            r#"{"messageType":"ChatStateChangeMessage", "chat":{"id":"C1","state":"Chatting"}}"#;
+        let event = Event::from_delivery("a", &raw_delivery(text), &mut ChatTracker::new(4));
+        assert_eq!(event.kind, EventKind::ChatState);
+        assert_eq!(event.data.get(), text);
+        let digest = Sha256::digest(format!("a\0/v2/me/chats\0{text}"));
+        assert_eq!(event.fingerprint, hex::encode(&digest[..16]));
+        let line = serde_json::to_string(&event).expect("serialise");
+        assert!(line.ends_with(&format!(r#""data":{text}}}"#)), "{line}");
+        // Other whitespace is other text, hence another fingerprint.
+        let compact = text.replace(", ", ",");
+        let other = Event::from_delivery("a", &raw_delivery(&compact), &mut ChatTracker::new(4));
+        assert_ne!(other.fingerprint, event.fingerprint);
+    }
+
+    #[test]
+    fn text_a_value_cannot_hold_becomes_an_undecodable_event() {
+        let text = r#"{"messageType":"ChatStateChangeMessage","referenceId":4,"chat":{"userData":{"n":1e400}}}"#;
+        let event = Event::from_owned_delivery("a", raw_delivery(text), &mut ChatTracker::new(4));
+        assert_eq!(event.kind, EventKind::Undecodable);
+        assert!(
+            event
+                .decode_error
+                .as_deref()
+                .is_some_and(|e| e.contains("number out of range")),
+            "{:?}",
+            event.decode_error
+        );
+        assert_eq!(
+            event.message_type, None,
+            "the envelope cannot be read either"
+        );
+        assert_eq!(event.data.get(), text);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod event;
 pub mod gws;
 pub mod journal;
+pub mod json;
 pub mod pipeline;
 pub mod secret;
 pub mod service;

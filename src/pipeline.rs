@@ -96,7 +96,8 @@ impl Pipeline {
                     "messageType": "ChatStateChangeMessage",
                     "notificationType": "StatusChange",
                     "chat": chat,
-                }),
+                })
+                .into(),
                 id: None,
                 received_at: snapshot.taken_at,
             };

@@ -37,7 +37,7 @@ fn event(i: usize, state: &str, previous: Option<&str>) -> Event {
         error_message: None,
         decode_error: None,
         recovered: false,
-        data: serde_json::json!({"messageType": "ChatStateChangeMessage", "i": i}),
+        data: serde_json::json!({"messageType": "ChatStateChangeMessage", "i": i}).into(),
     }
 }
 

@@ -39,6 +39,7 @@ use super::backoff::Backoff;
 use super::channel;
 use super::message::{parse_response, Advice, BayeuxError, Message, Reconnect};
 use super::transport::TransportError;
+use crate::json::RawJson;
 
 /// Identifies one request handed to the driver, so its outcome can be matched.
 pub type RequestId = u64;
@@ -146,8 +147,8 @@ impl RehandshakeCause {
 pub struct RawDelivery {
     /// The concrete channel.
     pub channel: String,
-    /// `data`, as received.
-    pub data: Value,
+    /// `data`, as the text the server sent.
+    pub data: RawJson,
     /// The delivery's `id`, if any.
     pub id: Option<String>,
 }
@@ -567,7 +568,7 @@ impl Protocol {
                     }
                     Auth::Due(_) | Auth::InProgress => return None,
                 }
-                if self.connect_lane_busy() || !self.connect_at.is_some_and(|t| t <= now) {
+                if self.connect_lane_busy() || self.connect_at.is_none_or(|t| t > now) {
                     return None;
                 }
                 self.connect_at = None;
@@ -593,7 +594,7 @@ impl Protocol {
                 if let Some(req) = self.control_request(now) {
                     return Some(req);
                 }
-                if self.connect_lane_busy() || !self.connect_at.is_some_and(|t| t <= now) {
+                if self.connect_lane_busy() || self.connect_at.is_none_or(|t| t > now) {
                     return None;
                 }
                 self.connect_at = None;

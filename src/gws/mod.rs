@@ -4,5 +4,5 @@
 pub mod notification;
 pub mod operations;
 
-pub use notification::{decode, DecodeError, Notification};
+pub use notification::{decode, decode_raw, DecodeError, Notification};
 pub mod session;

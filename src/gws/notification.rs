@@ -7,11 +7,14 @@
 //! unseen value verbatim in their `Other(String)` variant, so what the server sends is what the
 //! sinks see.
 //!
-//! [`decode`] is the one entry point: it dispatches on `data.messageType` (§7), tolerates every
-//! missing field, and fails with a [`DecodeError`] only when a field the model reads has a JSON type
-//! it cannot be read as (a `chat` that is a string, `capabilities` that is not an array, ...). The
-//! caller keeps the raw payload either way, so nothing the server sent is lost.
+//! [`decode`] is the entry point for a parsed `Value`: it dispatches on `data.messageType` (§7),
+//! tolerates every missing field, and fails with a [`DecodeError`] only when a field the model
+//! reads has a JSON type it cannot be read as (a `chat` that is a string, `capabilities` that is
+//! not an array, ...). [`decode_raw`] gives the same result from the JSON text a delivery carries,
+//! reading typed fields straight from the text (the per-event path) and handing anything unusual to
+//! [`decode`]. The caller keeps the raw payload either way, so nothing the server sent is lost.
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
@@ -71,9 +74,25 @@ macro_rules! open_enum {
         }
 
         impl<'de> serde::Deserialize<'de> for $name {
+            /// From a string, without copying it unless the value is unknown.
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-                Ok(Self::from(s.as_ref()))
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a string")
+                    }
+                    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<$name, E> {
+                        Ok($name::from(s))
+                    }
+                    fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<$name, E> {
+                        match std::str::from_utf8(b) {
+                            Ok(s) => Ok($name::from(s)),
+                            Err(_) => Err(E::invalid_value(serde::de::Unexpected::Bytes(b), &self)),
+                        }
+                    }
+                }
+                d.deserialize_str(V)
             }
         }
     };
@@ -177,7 +196,10 @@ open_enum! {
 }
 
 /// A chat participant (`chat.participants[]`, `messages[].from`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+///
+/// Deserialises from an object whose `nickname`, `type` and `participantId` are strings or `null`
+/// (`null` counts as absent); every other field goes to `extra`. A repeated key keeps its last value.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Participant {
     /// Display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -195,6 +217,50 @@ pub struct Participant {
     /// Any other fields the server sent (`uri`, `visibility`, `path`, ...), kept verbatim.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+impl<'de> serde::Deserialize<'de> for Participant {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Participant;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a participant object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Participant, A::Error> {
+                let mut participant = Participant {
+                    nickname: None,
+                    participant_type: None,
+                    participant_id: None,
+                    extra: Map::new(),
+                };
+                while let Some(key) = map.next_key::<wire::Str<'de>>()? {
+                    match key.as_str() {
+                        "nickname" => {
+                            participant.nickname = map
+                                .next_value::<Option<wire::Str<'de>>>()?
+                                .map(wire::Str::into_string);
+                        }
+                        "type" => participant.participant_type = map.next_value()?,
+                        "participantId" => {
+                            participant.participant_id = map
+                                .next_value::<Option<wire::Str<'de>>>()?
+                                .map(wire::Str::into_string);
+                        }
+                        _ => {
+                            let value = map.next_value()?;
+                            participant.extra.insert(key.into_string(), value);
+                        }
+                    }
+                }
+                Ok(participant)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// The chat resource carried by a `ChatStateChangeMessage` (`data.chat`, §3.3).
@@ -302,6 +368,14 @@ pub enum DecodeError {
         /// The JSON type found instead (`an array`, `a string`, ...).
         found: &'static str,
     },
+    /// The data is valid JSON text that holds a value JSON parsers commonly reject: a number out
+    /// of the `f64` range (`1e400`) or an escaped lone surrogate (`"\ud800"`). Only
+    /// [`decode_raw`] reports it; the text is kept as received.
+    #[error("notification data cannot be read: {reason}")]
+    InvalidJson {
+        /// What the JSON parser said.
+        reason: String,
+    },
     /// A field the model reads has a JSON type it cannot be read as.
     #[error("`{field}` is {found}, expected {expected}")]
     WrongType {
@@ -343,6 +417,25 @@ pub fn decode(data: &Value) -> Result<Notification, DecodeError> {
         None if is_error_type(obj) => decode_error(root, obj, None).map(Notification::Error),
         None => Ok(Notification::Other { message_type: None }),
     }
+}
+
+/// [`decode`] for a delivery's `data` given as JSON text ([`crate::json::RawJson`]): the same
+/// result as `decode` on the parsed value, for every input.
+///
+/// The text is read straight into typed fields (strings borrowed from it unless they have
+/// escapes; no `Value` tree) when it has the shape the model expects, which is the common case.
+/// Anything that reading does not accept (a field of the wrong JSON type, even one the dispatched
+/// type does not use; a repeated key; a `data` that is not an object) is decoded again by `decode`
+/// on the parsed `Value`, so errors and their field paths are exactly those of `decode`. Text that
+/// a `Value` cannot hold is a [`DecodeError::InvalidJson`]. Never panics.
+pub fn decode_raw(data: &RawValue) -> Result<Notification, DecodeError> {
+    if let Some(notification) = wire::decode(data) {
+        return Ok(notification);
+    }
+    let value: Value = serde_json::from_str(data.get()).map_err(|e| DecodeError::InvalidJson {
+        reason: e.to_string(),
+    })?;
+    decode(&value)
 }
 
 /// The object that carries the notification fields of a delivery's `data`: `data` itself, or, when
@@ -666,6 +759,280 @@ fn opt_reference_id(value: Option<&Value>) -> Result<Option<ReferenceId>, Mismat
         },
         Some(Value::String(s)) => Ok(Some(ReferenceId::Text(s.clone()))),
         Some(other) => Err(Mismatch::new(EXPECTED, other)),
+    }
+}
+
+/// The typed reading behind [`decode_raw`]: serde structures borrowing from the text, accepting
+/// exactly the JSON types [`decode`] accepts for each field (and failing on anything else, which
+/// sends the payload to `decode`).
+mod wire {
+    use std::borrow::Cow;
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use serde::Deserialize;
+    use serde_json::value::RawValue;
+    use serde_json::{Map, Value};
+
+    use super::{
+        last_path_segment, Capability, ChatState, ChatStateChange, ErrorNotification,
+        MessageLogUpdated, Notification, NotificationType, Participant, ReferenceId,
+        CHAT_STATE_CHANGE_MESSAGE, MESSAGE_LOG_UPDATED,
+    };
+
+    /// A JSON string, borrowed from the text unless it had escapes.
+    pub(super) struct Str<'a>(Cow<'a, str>);
+
+    impl Str<'_> {
+        pub(super) fn as_str(&self) -> &str {
+            &self.0
+        }
+
+        pub(super) fn into_string(self) -> String {
+            self.0.into_owned()
+        }
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<'a>(PhantomData<&'a ()>);
+            impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+                type Value = Str<'a>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Str<'a>, E> {
+                    Ok(Str(Cow::Borrowed(s)))
+                }
+                fn visit_str<E: de::Error>(self, s: &str) -> Result<Str<'a>, E> {
+                    Ok(Str(Cow::Owned(s.to_owned())))
+                }
+                fn visit_string<E: de::Error>(self, s: String) -> Result<Str<'a>, E> {
+                    Ok(Str(Cow::Owned(s)))
+                }
+            }
+            d.deserialize_str(V(PhantomData))
+        }
+    }
+
+    /// A `referenceId`: an integer that fits in an `i64`, or a string.
+    struct RefId(ReferenceId);
+
+    impl<'de> Deserialize<'de> for RefId {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = RefId;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an integer or a string")
+                }
+                fn visit_i64<E: de::Error>(self, n: i64) -> Result<RefId, E> {
+                    Ok(RefId(ReferenceId::Number(n)))
+                }
+                fn visit_u64<E: de::Error>(self, n: u64) -> Result<RefId, E> {
+                    i64::try_from(n)
+                        .map(|n| RefId(ReferenceId::Number(n)))
+                        .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(n), &self))
+                }
+                fn visit_str<E: de::Error>(self, s: &str) -> Result<RefId, E> {
+                    Ok(RefId(ReferenceId::Text(s.to_owned())))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    /// The notification object (`data`, or the `data` wrapped in it). Read from an object only;
+    /// a repeated key keeps its last value, as in a `Value`.
+    #[derive(Default)]
+    struct Root<'a> {
+        message_type: Option<Str<'a>>,
+        notification_type: Option<NotificationType>,
+        reference_id: Option<ReferenceId>,
+        error_message: Option<Str<'a>>,
+        chat: Option<Chat<'a>>,
+        chat_uri: Option<Str<'a>>,
+        chat_path: Option<Str<'a>>,
+        messages: Option<Vec<Value>>,
+        data: Option<&'a RawValue>,
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Root<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<'a>(PhantomData<&'a ()>);
+            impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+                type Value = Root<'a>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a notification object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Root<'a>, A::Error> {
+                    let mut root = Root::default();
+                    while let Some(key) = map.next_key::<Str<'a>>()? {
+                        match key.as_str() {
+                            "messageType" => root.message_type = map.next_value()?,
+                            "notificationType" => root.notification_type = map.next_value()?,
+                            "referenceId" => {
+                                root.reference_id = map.next_value::<Option<RefId>>()?.map(|r| r.0);
+                            }
+                            "errorMessage" => root.error_message = map.next_value()?,
+                            "chat" => root.chat = map.next_value()?,
+                            "chatUri" => root.chat_uri = map.next_value()?,
+                            "chatPath" => root.chat_path = map.next_value()?,
+                            "messages" => root.messages = map.next_value()?,
+                            "data" => root.data = map.next_value()?,
+                            _ => {
+                                map.next_value::<IgnoredAny>()?;
+                            }
+                        }
+                    }
+                    Ok(root)
+                }
+            }
+            d.deserialize_map(V(PhantomData))
+        }
+    }
+
+    /// `data.chat`. Read from an object only; a repeated key keeps its last value.
+    #[derive(Default)]
+    struct Chat<'a> {
+        id: Option<Str<'a>>,
+        state: Option<ChatState>,
+        capabilities: Option<Vec<Capability>>,
+        participants: Option<Vec<Participant>>,
+        user_data: Option<Map<String, Value>>,
+        uri: Option<Str<'a>>,
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Chat<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<'a>(PhantomData<&'a ()>);
+            impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+                type Value = Chat<'a>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a chat object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Chat<'a>, A::Error> {
+                    let mut chat = Chat::default();
+                    while let Some(key) = map.next_key::<Str<'a>>()? {
+                        match key.as_str() {
+                            "id" => chat.id = map.next_value()?,
+                            "state" => chat.state = map.next_value()?,
+                            "capabilities" => chat.capabilities = map.next_value()?,
+                            "participants" => chat.participants = map.next_value()?,
+                            "userData" => chat.user_data = map.next_value()?,
+                            "uri" => chat.uri = map.next_value()?,
+                            _ => {
+                                map.next_value::<IgnoredAny>()?;
+                            }
+                        }
+                    }
+                    Ok(chat)
+                }
+            }
+            d.deserialize_map(V(PhantomData))
+        }
+    }
+
+    impl Chat<'_> {
+        /// The chat id: `id` unless empty, else the last segment of `uri`.
+        fn chat_id(id: Option<Str<'_>>, uri: Option<&str>) -> Option<String> {
+            id.filter(|id| !id.as_str().is_empty())
+                .map(Str::into_string)
+                .or_else(|| uri.and_then(last_path_segment).map(str::to_owned))
+        }
+
+        fn into_chat(self) -> super::Chat {
+            let uri = self.uri.map(Str::into_string);
+            super::Chat {
+                id: Self::chat_id(self.id, uri.as_deref()),
+                state: self.state,
+                capabilities: self.capabilities,
+                participants: self.participants,
+                user_data: self.user_data,
+                uri,
+            }
+        }
+    }
+
+    /// The chat id of a transcript update or an error without a chat: from `chatPath`, else
+    /// `chatUri`.
+    fn id_from_path_or_uri(path: Option<&Str<'_>>, uri: Option<&Str<'_>>) -> Option<String> {
+        path.and_then(|p| last_path_segment(p.as_str()))
+            .or_else(|| uri.and_then(|u| last_path_segment(u.as_str())))
+            .map(str::to_owned)
+    }
+
+    fn error(root: Root<'_>, message_type: Option<&str>) -> ErrorNotification {
+        let chat_id = match root.chat {
+            Some(chat) => {
+                let uri = chat.uri.as_ref().map(Str::as_str);
+                Chat::chat_id(chat.id, uri)
+            }
+            None => id_from_path_or_uri(root.chat_path.as_ref(), root.chat_uri.as_ref()),
+        };
+        ErrorNotification {
+            message_type: message_type.map(str::to_owned),
+            error_message: root.error_message.map(Str::into_string),
+            reference_id: root.reference_id,
+            chat_id,
+        }
+    }
+
+    /// The notification, or `None` when the text is not in the expected shape.
+    pub(super) fn decode(data: &RawValue) -> Option<Notification> {
+        let outer = serde_json::from_str::<Root<'_>>(data.get()).ok()?;
+        let root = match outer.data {
+            Some(inner) if outer.message_type.is_none() && outer.notification_type.is_none() => {
+                match serde_json::from_str::<Root<'_>>(inner.get()) {
+                    Ok(inner)
+                        if inner.message_type.is_some() || inner.notification_type.is_some() =>
+                    {
+                        inner
+                    }
+                    Ok(_) => outer,
+                    // Not an object (then `outer` is the root) or not in the expected shape:
+                    // `decode` sorts it out.
+                    Err(_) => return None,
+                }
+            }
+            _ => outer,
+        };
+        let is_error = root.notification_type == Some(NotificationType::Error);
+        match root.message_type.as_ref().map(Str::as_str) {
+            Some(CHAT_STATE_CHANGE_MESSAGE) => {
+                if root.chat.is_none() && is_error {
+                    return Some(Notification::Error(error(
+                        root,
+                        Some(CHAT_STATE_CHANGE_MESSAGE),
+                    )));
+                }
+                Some(Notification::ChatStateChange(ChatStateChange {
+                    notification_type: root.notification_type,
+                    chat: root.chat.map_or_else(super::Chat::default, Chat::into_chat),
+                    reference_id: root.reference_id,
+                    error_message: root.error_message.map(Str::into_string),
+                }))
+            }
+            Some(MESSAGE_LOG_UPDATED) => {
+                let messages = root.messages.unwrap_or_default();
+                if !messages.iter().all(Value::is_object) {
+                    return None;
+                }
+                Some(Notification::MessageLogUpdated(MessageLogUpdated {
+                    notification_type: root.notification_type,
+                    chat_id: id_from_path_or_uri(root.chat_path.as_ref(), root.chat_uri.as_ref()),
+                    chat_uri: root.chat_uri.map(Str::into_string),
+                    messages,
+                    reference_id: root.reference_id,
+                }))
+            }
+            Some(_) => Some(Notification::Other {
+                message_type: root.message_type.map(Str::into_string),
+            }),
+            None if is_error => Some(Notification::Error(error(root, None))),
+            None => Some(Notification::Other { message_type: None }),
+        }
     }
 }
 
@@ -1050,5 +1417,121 @@ mod tests {
             .as_deref(),
             Some("ü")
         );
+    }
+
+    /// `decode_raw` on `text` must give what `decode` gives on the parsed value; `fast` says
+    /// whether the typed reading must have handled it (no fallback to `decode`).
+    fn same_as_decode(text: &str, fast: bool) {
+        let raw = RawValue::from_string(text.to_owned()).expect("valid JSON");
+        let value: Value = serde_json::from_str(text).expect("a value");
+        assert_eq!(decode_raw(&raw), decode(&value), "{text}");
+        assert_eq!(
+            wire::decode(&raw).is_some(),
+            fast,
+            "typed reading of {text}"
+        );
+    }
+
+    #[test]
+    fn raw_decoding_reads_every_fixture_like_decode() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gws");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("fixtures") {
+            let path = entry.expect("a fixture").path();
+            let text = std::fs::read_to_string(&path).expect("a fixture");
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            // Every well-formed payload takes the typed path; malformed ones go to `decode`.
+            same_as_decode(&text, !name.starts_with("malformed"));
+            seen += 1;
+        }
+        assert!(seen >= 24, "{seen} fixtures");
+    }
+
+    #[test]
+    fn raw_decoding_matches_decode_on_odd_and_malformed_payloads() {
+        // (payload, whether the typed reading handles it itself)
+        let cases = [
+            // Shapes the typed reading handles.
+            (r#"{}"#, true),
+            (r#"{"messageType":null,"notificationType":null}"#, true),
+            (r#"{"messageType":"DeviceStateChangeMessage","devices":"whatever","chat":{}}"#, true),
+            (r#"{"notificationType":"StatusChange"}"#, true),
+            (r#"{"notificationType":"Error","errorMessage":"x","referenceId":"35","chatUri":"http://h/api/v2/chats/C1"}"#, true),
+            (r#"{"notificationType":"Error","chat":{"uri":"http://h/api/v2/chats/C7"},"chatPath":"/chats/P"}"#, true),
+            (r#"{"messageType":"ChatStateChangeMessage","notificationType":"Error","errorMessage":"nope","chatPath":"/chats/C9"}"#, true),
+            (r#"{"messageType":"ChatStateChangeMessage","notificationType":"Error","errorMessage":"nope","chat":{"id":"C9","state":"Chatting"}}"#, true),
+            (r#"{"messageType":"ChatStateChangeMessage","referenceId":-7,"chat":{"id":"","uri":"http://h/api/v2/chats/U/?a=b"}}"#, true),
+            (r#"{"messageType":"ChatStateChangeMessage","referenceId":9223372036854775807,"chat":null}"#, true),
+            (r#"{"messageType":"ChatStateChangeMessage","chat":{"state":"Teleported","capabilities":["Leave","Fly"],"participants":[{"nickname":null,"visibility":"All","type":"Bot","x":[1,{"y":2}]}]}}"#, true),
+            (r#"{"messageType":"ChatStateChangeMessage","chat":{"userData":{"b":1.5,"a":"x","c":null,"d":[true],"b":2}}}"#, true),
+            (r#"{"messageType":"ChatStateChangeMessage","chat":{"id":"A"},"chat":{"id":"B"}}"#, true),
+            (r#"{"messageType":"ChatStateChangeMessage","chat":{"id":"esc\"aped\u00e9\/","uri":"http:\/\/h\/api\/v2\/chats\/X"}}"#, true),
+            (r#"{"message\u0054ype":"ChatStateChangeMessage","chat":{"id":"K"}}"#, true),
+            (r#"{"messageType":"MessageLogUpdated","chatPath":"/chats/P","messages":[{"index":1},{"type":"Text","text":"hi"}],"referenceId":3}"#, true),
+            (r#"{"messageType":"MessageLogUpdated","chatUri":"http://h/api/v2/chats/U","messages":null}"#, true),
+            (r#"{"data":{"messageType":"ChatStateChangeMessage","chat":{"id":"W"}}}"#, true),
+            (r#"{"data":{"notificationType":"Error","errorMessage":"inner"},"other":1}"#, true),
+            (r#"{"data":{"x":1}}"#, true),
+            (r#"{"data":null}"#, true),
+            (r#"{"messageType":"Outer","data":{"messageType":"ChatStateChangeMessage"}}"#, true),
+            (r#"{"data":{"data":{"messageType":"ChatStateChangeMessage"}}}"#, true),
+            (" {\n \"messageType\" : \"ChatStateChangeMessage\" ,\r\n\t\"chat\" : { \"id\" : \"S\" } } ", true),
+            // Everything else is left to `decode` (errors with paths, odd values).
+            (r#"[]"#, false),
+            (r#"[1,2]"#, false),
+            (r#"null"#, false),
+            (r#""s""#, false),
+            (r#"{"data":1}"#, false),
+            (r#"{"data":[]}"#, false),
+            (r#"{"messageType":7}"#, false),
+            (r#"{"messageType":"ChatStateChangeMessage","chat":"X"}"#, false),
+            (r#"{"messageType":"ChatStateChangeMessage","chat":[]}"#, false),
+            (r#"{"messageType":"ChatStateChangeMessage","notificationType":"Error","chat":[]}"#, false),
+            (r#"{"messageType":"ChatStateChangeMessage","notificationType":1}"#, false),
+            (r#"{"messageType":"ChatStateChangeMessage","chat":{"capabilities":"Leave"}}"#, false),
+            (r#"{"messageType":"ChatStateChangeMessage","chat":{"capabilities":["Leave",3]}}"#, false),
+            (r#"{"messageType":"ChatStateChangeMessage","chat":{"capabilities":["Leave",null]}}"#, false),
+            (r#"{"messageType":"ChatStateChangeMessage","chat":{"participants":{}}}"#, false),
+            (r#"{"messageType":"ChatStateChangeMessage","chat":{"participants":[{},"p"]}}"#, false),
+            (r#"{"messageType":"ChatStateChangeMessage","chat":{"participants":[["a"]]}}"#, false),
+            (r#"{"messageType":"ChatStateChangeMessage","chat":{"participants":[{"nickname":5}]}}"#, false),
+            (r#"{"messageType":"ChatStateChangeMessage","chat":{"participants":[{"nickname":5,"nickname":"ok"}]}}"#, false),
+            (r#"{"messageType":"ChatStateChangeMessage","chat":{"userData":[]}}"#, false),
+            (r#"{"messageType":"ChatStateChangeMessage","chat":{"id":12}}"#, false),
+            (r#"{"messageType":"ChatStateChangeMessage","chat":{"state":true}}"#, false),
+            (r#"{"messageType":"ChatStateChangeMessage","errorMessage":{}}"#, false),
+            (r#"{"messageType":"ChatStateChangeMessage","referenceId":1.5}"#, false),
+            (r#"{"messageType":"ChatStateChangeMessage","referenceId":18.0}"#, false),
+            (r#"{"messageType":"ChatStateChangeMessage","referenceId":-0}"#, false),
+            (r#"{"messageType":"ChatStateChangeMessage","referenceId":18446744073709551615}"#, false),
+            (r#"{"messageType":"ChatStateChangeMessage","referenceId":true}"#, false),
+            (r#"{"messageType":"ChatStateChangeMessage","chatPath":5}"#, false),
+            (r#"{"messageType":"MessageLogUpdated","messages":{}}"#, false),
+            (r#"{"messageType":"MessageLogUpdated","messages":[{},1]}"#, false),
+            (r#"{"messageType":"MessageLogUpdated","chatUri":1}"#, false),
+            (r#"{"notificationType":"Error","errorMessage":1}"#, false),
+            (r#"{"data":{"messageType":"ChatStateChangeMessage","chat":1}}"#, false),
+            (r#"{"messageType":"Other","chat":"unread but not an object"}"#, false),
+        ];
+        for (text, fast) in cases {
+            same_as_decode(text, fast);
+        }
+    }
+
+    #[test]
+    fn raw_data_a_value_cannot_hold_is_reported() {
+        for text in [
+            r#"{"messageType":"ChatStateChangeMessage","chat":{"userData":{"n":1e400}}}"#,
+            r#"{"messageType":"ChatStateChangeMessage","chat":{"id":"\ud800"}}"#,
+        ] {
+            let raw = RawValue::from_string(text.to_owned()).expect("valid JSON text");
+            assert!(
+                matches!(decode_raw(&raw), Err(DecodeError::InvalidJson { .. })),
+                "{text}"
+            );
+        }
     }
 }

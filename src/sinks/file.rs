@@ -1219,7 +1219,7 @@ mod tests {
             error_message: None,
             decode_error: None,
             recovered: false,
-            data: serde_json::json!({"i": i, "text": "line\nbreak"}),
+            data: serde_json::json!({"i": i, "text": "line\nbreak"}).into(),
         }
     }
 

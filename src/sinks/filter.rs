@@ -176,7 +176,7 @@ mod tests {
             error_message: None,
             decode_error: None,
             recovered: false,
-            data: serde_json::json!({}),
+            data: serde_json::json!({}).into(),
         }
     }
 

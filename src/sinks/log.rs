@@ -343,7 +343,7 @@ mod tests {
             error_message: None,
             decode_error: None,
             recovered: false,
-            data: serde_json::json!({"messageType": "ChatStateChangeMessage"}),
+            data: serde_json::json!({"messageType": "ChatStateChangeMessage"}).into(),
         }
     }
 
