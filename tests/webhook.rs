@@ -58,7 +58,7 @@ fn event(i: usize) -> Event {
         error_message: None,
         decode_error: None,
         recovered: false,
-        data: serde_json::json!({"messageType": "ChatStateChangeMessage", "i": i}),
+        data: serde_json::json!({"messageType": "ChatStateChangeMessage", "i": i}).into(),
     }
 }
 

@@ -25,7 +25,7 @@ fn event(i: usize) -> Event {
         error_message: None,
         decode_error: None,
         recovered: false,
-        data: serde_json::json!({"i": i, "text": "line\nbreak \"quoted\""}),
+        data: serde_json::json!({"i": i, "text": "line\nbreak \"quoted\""}).into(),
     }
 }
 

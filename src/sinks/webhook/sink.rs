@@ -898,7 +898,7 @@ mod tests {
             error_message: None,
             decode_error: None,
             recovered: false,
-            data: serde_json::json!({ "i": i }),
+            data: serde_json::json!({ "i": i }).into(),
         })
     }
 
