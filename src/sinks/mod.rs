@@ -260,6 +260,9 @@ impl SinkError {
 /// path = "/var/log/chatwatch/left.jsonl"
 /// filter = { entered_states = ["LeftChat"] }
 /// ```
+// A handful of values read once from the configuration: boxing the larger variants would only
+// complicate the serde shape.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SinkConfig {
