@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+pub(crate) mod reader;
+
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
