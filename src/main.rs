@@ -23,7 +23,8 @@ use chatwatch::sim::{Scenario, SimConfig, SimUser};
 
 /// mimalloc instead of the system allocator: building an event record allocates a few dozen
 /// small strings, vectors and maps, and mimalloc makes the per-event path (`benches/decode.rs`,
-/// which uses it too) about a fifth faster than glibc's malloc.
+/// which uses it too) about a tenth faster than glibc's malloc (2.47 µs against 2.78 µs per
+/// event when measured).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
