@@ -208,37 +208,77 @@ impl ChatOp {
         Ok(match self {
             ChatOp::Accept { chat_id, nickname } => (chat_id, ChatOperation::Accept { nickname }),
             ChatOp::Reject { chat_id } => (chat_id, ChatOperation::Reject),
-            ChatOp::SendMessage { chat_id, text, message_type, treat_as } => (
+            ChatOp::SendMessage {
                 chat_id,
-                ChatOperation::SendMessage { text, message_type, treat_as },
-            ),
-            ChatOp::Leave { chat_id, closing } => (chat_id, ChatOperation::Leave(closing.into_closing())),
-            ChatOp::Complete { chat_id, queue_name, closing } => (
+                text,
+                message_type,
+                treat_as,
+            } => (
                 chat_id,
-                ChatOperation::Complete { queue_name, closing: closing.into_closing() },
+                ChatOperation::SendMessage {
+                    text,
+                    message_type,
+                    treat_as,
+                },
             ),
-            ChatOp::Transfer { chat_id, target_uri, queue_name, closing } => (
+            ChatOp::Leave { chat_id, closing } => {
+                (chat_id, ChatOperation::Leave(closing.into_closing()))
+            }
+            ChatOp::Complete {
+                chat_id,
+                queue_name,
+                closing,
+            } => (
+                chat_id,
+                ChatOperation::Complete {
+                    queue_name,
+                    closing: closing.into_closing(),
+                },
+            ),
+            ChatOp::Transfer {
+                chat_id,
+                target_uri,
+                queue_name,
+                closing,
+            } => (
                 chat_id,
                 ChatOperation::Transfer {
                     target: TransferTarget::from_options(target_uri, queue_name)?,
                     closing: closing.into_closing(),
                 },
             ),
-            ChatOp::SetDisposition { chat_id, disposition, disposition_key } => (
+            ChatOp::SetDisposition {
                 chat_id,
-                ChatOperation::SetDisposition { disposition, disposition_key },
+                disposition,
+                disposition_key,
+            } => (
+                chat_id,
+                ChatOperation::SetDisposition {
+                    disposition,
+                    disposition_key,
+                },
             ),
-            ChatOp::AttachUserData { chat_id, data } => (chat_id, ChatOperation::AttachUserData(map(data))),
-            ChatOp::UpdateUserData { chat_id, data } => (chat_id, ChatOperation::UpdateUserData(map(data))),
-            ChatOp::DeleteUserData { chat_id, keys } => (chat_id, ChatOperation::DeleteUserData(keys)),
-            ChatOp::StartTyping { chat_id } => (chat_id, ChatOperation::SendStartTypingNotification),
+            ChatOp::AttachUserData { chat_id, data } => {
+                (chat_id, ChatOperation::AttachUserData(map(data)))
+            }
+            ChatOp::UpdateUserData { chat_id, data } => {
+                (chat_id, ChatOperation::UpdateUserData(map(data)))
+            }
+            ChatOp::DeleteUserData { chat_id, keys } => {
+                (chat_id, ChatOperation::DeleteUserData(keys))
+            }
+            ChatOp::StartTyping { chat_id } => {
+                (chat_id, ChatOperation::SendStartTypingNotification)
+            }
             ChatOp::StopTyping { chat_id } => (chat_id, ChatOperation::SendStopTypingNotification),
         })
     }
 }
 
 fn parse_pair(s: &str) -> Result<(String, Value), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}` is not key=value"))?;
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not key=value"))?;
     let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()));
     Ok((k.to_owned(), value))
 }
@@ -274,7 +314,9 @@ struct SimArgs {
 fn parse_user(s: &str) -> Result<SimUser, String> {
     let mut parts = s.splitn(3, ':');
     match (parts.next(), parts.next(), parts.next()) {
-        (Some(n), Some(p), nick) if !n.is_empty() && !p.is_empty() => Ok(SimUser::new(n, p, nick.unwrap_or(n))),
+        (Some(n), Some(p), nick) if !n.is_empty() && !p.is_empty() => {
+            Ok(SimUser::new(n, p, nick.unwrap_or(n)))
+        }
         _ => Err(format!("`{s}` is not NAME:PASSWORD[:NICKNAME]")),
     }
 }
@@ -332,23 +374,44 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let cfg = Config::load(&args.config)?;
             let (chat_id, op) = args.op.into_operation()?;
             let wait = args.wait.then_some(args.timeout);
-            let outcome = runtime()?.block_on(app::chat::run(&cfg, args.account.as_deref(), &chat_id, &op, wait))?;
+            let outcome = runtime()?.block_on(app::chat::run(
+                &cfg,
+                args.account.as_deref(),
+                &chat_id,
+                &op,
+                wait,
+            ))?;
             let reference = outcome
                 .response
                 .reference_id
                 .as_ref()
-                .map(|r| format!(", referenceId {}", serde_json::to_string(r).unwrap_or_default()))
+                .map(|r| {
+                    format!(
+                        ", referenceId {}",
+                        serde_json::to_string(r).unwrap_or_default()
+                    )
+                })
                 .unwrap_or_default();
-            println!("{} accepted for chat {chat_id} (statusCode 0{reference})", op.name());
+            println!(
+                "{} accepted for chat {chat_id} (statusCode 0{reference})",
+                op.name()
+            );
             if let Some(event) = outcome.event {
-                println!("{}", serde_json::to_string(&event).context("cannot print the event")?);
+                println!(
+                    "{}",
+                    serde_json::to_string(&event).context("cannot print the event")?
+                );
             }
             Ok(())
         }
         Command::Sim(args) => {
             init_cli_logging();
             let config = SimConfig {
-                users: if args.users.is_empty() { SimConfig::default().users } else { args.users },
+                users: if args.users.is_empty() {
+                    SimConfig::default().users
+                } else {
+                    args.users
+                },
                 bayeux_timeout: args.timeout,
                 max_interval: args.max_interval,
                 csrf: !args.no_csrf,

@@ -26,7 +26,9 @@ async fn simulator() -> Simulator {
         max_interval: Duration::from_secs(2),
         ..SimConfig::default()
     };
-    Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), cfg).await.unwrap()
+    Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), cfg)
+        .await
+        .unwrap()
 }
 
 /// The agent's desktop: a separate GWS session of `agent1` that performs the operations.
@@ -83,7 +85,11 @@ fn states_of(events: &[Value], chat: &str) -> Vec<(String, String, String)> {
         .filter(|e| e["kind"] == "chat_state" && e["chat"]["id"] == chat)
         .map(|e| {
             let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
-            (s(&e["notification_type"]), s(&e["chat"]["state"]), s(&e["chat"]["previous_state"]))
+            (
+                s(&e["notification_type"]),
+                s(&e["chat"]["state"]),
+                s(&e["chat"]["previous_state"]),
+            )
         })
         .collect()
 }
@@ -101,16 +107,34 @@ async fn the_whole_life_cycle_with_both_leave_outcomes() {
 
     // Alone in the chat: Leave → LeftChat → disposition → Complete.
     let alone = sim.offer_chat("agent1", offer("Pat", false));
-    desk.operate(&alone, &ChatOperation::Accept { nickname: Some("Alice".into()) }).await.unwrap();
-    desk.operate(&alone, &ChatOperation::SendMessage { text: "Hello".into(), message_type: None, treat_as: None })
+    desk.operate(
+        &alone,
+        &ChatOperation::Accept {
+            nickname: Some("Alice".into()),
+        },
+    )
+    .await
+    .unwrap();
+    desk.operate(
+        &alone,
+        &ChatOperation::SendMessage {
+            text: "Hello".into(),
+            message_type: None,
+            treat_as: None,
+        },
+    )
+    .await
+    .unwrap();
+    desk.operate(&alone, &leave()).await.unwrap();
+    desk.operate(&alone, &disposition("Resolved"))
         .await
         .unwrap();
-    desk.operate(&alone, &leave()).await.unwrap();
-    desk.operate(&alone, &disposition("Resolved")).await.unwrap();
     desk.operate(&alone, &complete()).await.unwrap();
     // In a conference: Leave → Completed at once.
     let conf = sim.offer_chat("agent1", offer("Sam", true));
-    desk.operate(&conf, &ChatOperation::Accept { nickname: None }).await.unwrap();
+    desk.operate(&conf, &ChatOperation::Accept { nickname: None })
+        .await
+        .unwrap();
     desk.operate(&conf, &leave()).await.unwrap();
 
     let events = daemon
@@ -133,11 +157,19 @@ async fn the_whole_life_cycle_with_both_leave_outcomes() {
         .iter()
         .find(|e| e["chat"]["id"] == alone.as_str() && e["chat"]["state"] == "LeftChat")
         .unwrap();
-    assert_eq!(left["chat"]["capabilities"], json!(["Transfer", "Complete", "Leave", "InFocus"]));
-    assert!(left["reference_id"].is_number(), "caused by our request: {left}");
+    assert_eq!(
+        left["chat"]["capabilities"],
+        json!(["Transfer", "Complete", "Leave", "InFocus"])
+    );
+    assert!(
+        left["reference_id"].is_number(),
+        "caused by our request: {left}"
+    );
     let props = events
         .iter()
-        .find(|e| e["chat"]["id"] == alone.as_str() && e["notification_type"] == "PropertiesUpdated")
+        .find(|e| {
+            e["chat"]["id"] == alone.as_str() && e["notification_type"] == "PropertiesUpdated"
+        })
         .unwrap();
     assert_eq!(props["chat"]["user_data"]["DispositionCode"], "Resolved");
     assert_eq!(
@@ -145,8 +177,12 @@ async fn the_whole_life_cycle_with_both_leave_outcomes() {
         &triple("StatusChange", "Completed", "Chatting"),
         "a conference leave ends in Completed, never LeftChat"
     );
-    assert!(!states_of(&events, &conf).iter().any(|(_, s, _)| s == "LeftChat"));
-    assert!(events.iter().any(|e| e["kind"] == "message_log" && e["chat"]["id"] == alone.as_str()));
+    assert!(!states_of(&events, &conf)
+        .iter()
+        .any(|(_, s, _)| s == "LeftChat"));
+    assert!(events
+        .iter()
+        .any(|e| e["kind"] == "message_log" && e["chat"]["id"] == alone.as_str()));
 
     // The disposition trigger file holds exactly the one transition into LeftChat.
     let triggers = daemon.lines_of("left-chat.jsonl");
@@ -155,16 +191,31 @@ async fn the_whole_life_cycle_with_both_leave_outcomes() {
 
     // Bring-up order: login, handshake, subscribe, StartContactCenterSession.
     let requests = sim.requests();
-    let daemon_requests: Vec<&chatwatch::sim::LoggedRequest> = requests.iter().filter(|r| r.user.as_deref() == Some("agent1")).collect();
-    let first_me = requests.iter().position(|r| r.method == "GET" && r.path == "/api/v2/me").unwrap();
-    let first_bayeux = requests.iter().position(|r| r.path.starts_with("/api/v2/notifications")).unwrap();
+    let daemon_requests: Vec<&chatwatch::sim::LoggedRequest> = requests
+        .iter()
+        .filter(|r| r.user.as_deref() == Some("agent1"))
+        .collect();
+    let first_me = requests
+        .iter()
+        .position(|r| r.method == "GET" && r.path == "/api/v2/me")
+        .unwrap();
+    let first_bayeux = requests
+        .iter()
+        .position(|r| r.path.starts_with("/api/v2/notifications"))
+        .unwrap();
     assert!(first_me < first_bayeux, "login before the handshake");
     assert!(sim.contact_center_started("agent1"));
     assert!(
-        daemon_requests.iter().filter(|r| r.method == "POST").all(|r| r.csrf_header && r.session_cookie),
+        daemon_requests
+            .iter()
+            .filter(|r| r.method == "POST")
+            .all(|r| r.csrf_header && r.session_cookie),
         "every POST carried the CSRF token and the session cookie"
     );
-    assert!(!daemon.log_text().contains(PASSWORD), "the password never reaches the log");
+    assert!(
+        !daemon.log_text().contains(PASSWORD),
+        "the password never reaches the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,7 +223,11 @@ async fn leave_validation_refuses_before_anything_is_sent() {
     let sim = simulator().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("chatwatch.toml");
-    std::fs::write(&config, Daemon::gws_config(sim.base_url().as_str(), PASSWORD, dir.path())).unwrap();
+    std::fs::write(
+        &config,
+        Daemon::gws_config(sim.base_url().as_str(), PASSWORD, dir.path()),
+    )
+    .unwrap();
     let chat = sim.offer_chat("agent1", offer("Pat", false));
     let cli = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_chatwatch"))
@@ -184,14 +239,30 @@ async fn leave_validation_refuses_before_anything_is_sent() {
             .unwrap()
     };
     for (args, needle) in [
-        (vec!["leave", &chat, "--message-type", "Greeting"], "`messageType` can only be sent together with `text`"),
-        (vec!["leave", &chat, "--treat-as", "System"], "`treatAs` can only be sent together with `text`"),
         (
-            vec!["leave", &chat, "--message-type", "Greeting", "--treat-as", "Normal"],
+            vec!["leave", &chat, "--message-type", "Greeting"],
+            "`messageType` can only be sent together with `text`",
+        ),
+        (
+            vec!["leave", &chat, "--treat-as", "System"],
+            "`treatAs` can only be sent together with `text`",
+        ),
+        (
+            vec![
+                "leave",
+                &chat,
+                "--message-type",
+                "Greeting",
+                "--treat-as",
+                "Normal",
+            ],
             "`messageType` and `treatAs` can only be sent together with `text`",
         ),
         (vec!["leave", &chat, "--text", ""], "text"),
-        (vec!["complete", &chat, "--treat-as", "System"], "`treatAs` can only be sent together with `text`"),
+        (
+            vec!["complete", &chat, "--treat-as", "System"],
+            "`treatAs` can only be sent together with `text`",
+        ),
     ] {
         let out = cli(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -202,35 +273,65 @@ async fn leave_validation_refuses_before_anything_is_sent() {
     let bad = cli(&["leave", &chat, "--treat-as", "Loud", "--text", "x"]);
     assert!(!bad.status.success(), "clap refuses an unknown treatAs");
     assert!(
-        !sim.requests().iter().any(|r| r.path.starts_with("/api/v2/me/chats")),
+        !sim.requests()
+            .iter()
+            .any(|r| r.path.starts_with("/api/v2/me/chats")),
         "nothing reached the server: {:?}",
         sim.requests()
     );
 
     // The same operation, valid, accepted and waited for.
     let out = cli(&["accept", &chat, "--wait"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = cli(&["leave", &chat, "--text", "Bye", "--treat-as", "system", "--wait", "--timeout", "10s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&[
+        "leave",
+        &chat,
+        "--text",
+        "Bye",
+        "--treat-as",
+        "system",
+        "--wait",
+        "--timeout",
+        "10s",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.starts_with("Leave accepted for chat"), "{stdout}");
     let event: Value = serde_json::from_str(stdout.lines().nth(1).unwrap()).unwrap();
     assert_eq!(event["chat"]["state"], "LeftChat");
-    let sent = sim.requests().into_iter().filter(|r| r.operation_name.as_deref() == Some("Leave")).count();
+    let sent = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.operation_name.as_deref() == Some("Leave"))
+        .count();
     assert_eq!(sent, 1);
 
     // An operation the chat's state does not allow: statusCode 2, exit code non-zero.
     let out = cli(&["accept", &chat]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("status 2") && stderr.contains("not valid for the current state"), "{stderr}");
+    assert!(
+        stderr.contains("status 2") && stderr.contains("not valid for the current state"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_without_cookie_or_csrf_token_is_refused() {
     let sim = simulator().await;
     let chat = sim.offer_chat("agent1", offer("Pat", false));
-    let url = sim.base_url().join(&format!("/api/v2/me/chats/{chat}")).unwrap();
+    let url = sim
+        .base_url()
+        .join(&format!("/api/v2/me/chats/{chat}"))
+        .unwrap();
     let no_jar = reqwest::Client::builder().no_proxy().build().unwrap();
     let r = no_jar
         .post(url.clone())
@@ -241,8 +342,16 @@ async fn a_client_without_cookie_or_csrf_token_is_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    assert!(r.text().await.unwrap().contains("Missing or invalid Csrf token"));
-    assert_eq!(sim.chat(&chat).unwrap()["state"], "Invited", "nothing changed");
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("Missing or invalid Csrf token"));
+    assert_eq!(
+        sim.chat(&chat).unwrap()["state"],
+        "Invited",
+        "nothing changed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,12 +361,17 @@ async fn expired_sessions_mid_stream_log_in_again_and_lose_nothing_after() {
     daemon.wait_listening(1).await;
     let desk = desk(&sim).await;
     let first = sim.offer_chat("agent1", offer("Before", false));
-    daemon.wait_event("the first offer", |e| e["chat"]["id"] == first.as_str()).await;
+    daemon
+        .wait_event("the first offer", |e| e["chat"]["id"] == first.as_str())
+        .await;
 
     let logins = daemon.count_log("GWS login succeeded");
     sim.restart(); // forgets every HTTP session (JSESSIONID, CSRF) and every CometD session
     daemon.wait_listening(2).await;
-    assert!(daemon.count_log("GWS login succeeded") > logins, "logged in again after the expiry");
+    assert!(
+        daemon.count_log("GWS login succeeded") > logins,
+        "logged in again after the expiry"
+    );
 
     let desk = {
         drop(desk);
@@ -266,16 +380,24 @@ async fn expired_sessions_mid_stream_log_in_again_and_lose_nothing_after() {
     let mut chats = Vec::new();
     for i in 0..5 {
         let c = sim.offer_chat("agent1", offer(&format!("After {i}"), false));
-        desk.operate(&c, &ChatOperation::Accept { nickname: None }).await.unwrap();
+        desk.operate(&c, &ChatOperation::Accept { nickname: None })
+            .await
+            .unwrap();
         chats.push(c);
     }
     let last = chats.last().unwrap().clone();
     let events = daemon
-        .wait_event("the last accept", |e| e["chat"]["id"] == last.as_str() && e["chat"]["state"] == "Chatting")
+        .wait_event("the last accept", |e| {
+            e["chat"]["id"] == last.as_str() && e["chat"]["state"] == "Chatting"
+        })
         .await;
     for c in &chats {
         let states: Vec<String> = states_of(&events, c).into_iter().map(|t| t.1).collect();
-        assert_eq!(&states[..2], &["Invited", "Chatting"], "chat {c}: {states:?}");
+        assert_eq!(
+            &states[..2],
+            &["Invited", "Chatting"],
+            "chat {c}: {states:?}"
+        );
     }
 }
 
@@ -288,10 +410,14 @@ async fn changes_during_an_outage_are_recovered_and_vanished_chats_reported() {
     let left = sim.offer_chat("agent1", offer("Left during outage", false));
     let done = sim.offer_chat("agent1", offer("Completed during outage", false));
     for c in [&left, &done] {
-        desk.operate(c, &ChatOperation::Accept { nickname: None }).await.unwrap();
+        desk.operate(c, &ChatOperation::Accept { nickname: None })
+            .await
+            .unwrap();
     }
     daemon
-        .wait_event("both accepted", |e| e["chat"]["id"] == done.as_str() && e["chat"]["state"] == "Chatting")
+        .wait_event("both accepted", |e| {
+            e["chat"]["id"] == done.as_str() && e["chat"]["state"] == "Chatting"
+        })
         .await;
 
     // The outage: notifications are lost while the chats change.
@@ -304,9 +430,14 @@ async fn changes_during_an_outage_are_recovered_and_vanished_chats_reported() {
     daemon.wait_listening(2).await;
 
     let events = daemon
-        .wait_event("the vanished chat", |e| e["kind"] == "chat_vanished" && e["chat"]["id"] == done.as_str())
+        .wait_event("the vanished chat", |e| {
+            e["kind"] == "chat_vanished" && e["chat"]["id"] == done.as_str()
+        })
         .await;
-    let recovered: Vec<&Value> = events[before..].iter().filter(|e| e["recovered"] == true).collect();
+    let recovered: Vec<&Value> = events[before..]
+        .iter()
+        .filter(|e| e["recovered"] == true)
+        .collect();
     let left_event = recovered
         .iter()
         .find(|e| e["chat"]["id"] == left.as_str())
@@ -314,14 +445,24 @@ async fn changes_during_an_outage_are_recovered_and_vanished_chats_reported() {
     assert_eq!(left_event["chat"]["state"], "LeftChat");
     assert_eq!(left_event["chat"]["previous_state"], "Chatting");
     assert_eq!(left_event["kind"], "chat_state");
-    let vanished = recovered.iter().find(|e| e["chat"]["id"] == done.as_str()).unwrap();
+    let vanished = recovered
+        .iter()
+        .find(|e| e["chat"]["id"] == done.as_str())
+        .unwrap();
     assert_eq!(vanished["kind"], "chat_vanished");
     assert_eq!(vanished["chat"]["previous_state"], "Chatting");
     assert_eq!(recovered.len(), 2, "nothing else changed: {recovered:?}");
     // The recovered transition into LeftChat still triggers the disposition workflow.
     let deadline = Instant::now() + DEADLINE;
-    while !daemon.lines_of("left-chat.jsonl").iter().any(|e| e["chat"]["id"] == left.as_str()) {
-        assert!(Instant::now() < deadline, "the recovered LeftChat never reached the filtered sink");
+    while !daemon
+        .lines_of("left-chat.jsonl")
+        .iter()
+        .any(|e| e["chat"]["id"] == left.as_str())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the recovered LeftChat never reached the filtered sink"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -331,13 +472,35 @@ async fn a_wrong_password_is_a_clear_error_and_is_retried_with_backoff() {
     let sim = simulator().await;
     let daemon = Daemon::start_gws(sim.base_url().as_str(), "not-the-password");
     daemon.wait_log("login failed; retrying", 3).await;
-    let failures: Vec<Value> = daemon.log().into_iter().filter(|l| l["message"] == "login failed; retrying").collect();
+    let failures: Vec<Value> = daemon
+        .log()
+        .into_iter()
+        .filter(|l| l["message"] == "login failed; retrying")
+        .collect();
     let error = failures[0]["error"].as_str().unwrap();
-    assert!(error.contains("account main") && error.contains("authentication failed"), "{error}");
-    let delays: Vec<String> = failures.iter().map(|l| l["retry_in"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(&delays[..3], &["200ms", "400ms", "600ms"], "growing backoff, not a hammering loop");
+    assert!(
+        error.contains("account main") && error.contains("authentication failed"),
+        "{error}"
+    );
+    let delays: Vec<String> = failures
+        .iter()
+        .map(|l| l["retry_in"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        &delays[..3],
+        &["200ms", "400ms", "600ms"],
+        "growing backoff, not a hammering loop"
+    );
     assert!(daemon.running(), "keeps running and retrying");
-    let attempts = sim.requests().iter().filter(|r| r.path == "/api/v2/me" && r.status == 401).count();
-    assert!(attempts <= failures.len() + 1, "{attempts} login attempts for {} failures", failures.len());
+    let attempts = sim
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/v2/me" && r.status == 401)
+        .count();
+    assert!(
+        attempts <= failures.len() + 1,
+        "{attempts} login attempts for {} failures",
+        failures.len()
+    );
     assert!(!daemon.log_text().contains("not-the-password"));
 }

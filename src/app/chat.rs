@@ -18,7 +18,7 @@ use crate::bayeux::Delivery;
 use crate::event::{Event, EventKind};
 use crate::gws::operations::{ChatOperation, OperationError, OperationResponse};
 use crate::gws::session::{ChatSnapshot, GwsBehaviour, GwsHooks, GwsSession, SessionError};
-use crate::service::config::{ConfigError, Config};
+use crate::service::config::{Config, ConfigError};
 use crate::tracker::ChatTracker;
 
 /// Why a chat command failed.
@@ -67,18 +67,25 @@ pub struct ChatOutcome {
 }
 
 /// Picks the account: the named one, or the only enabled one.
-pub fn pick_account<'a>(config: &'a Config, name: Option<&str>) -> Result<(&'a str, &'a crate::service::config::AccountConfig), ChatCommandError> {
+pub fn pick_account<'a>(
+    config: &'a Config,
+    name: Option<&str>,
+) -> Result<(&'a str, &'a crate::service::config::AccountConfig), ChatCommandError> {
     match name {
         Some(n) => config
             .accounts
             .get_key_value(n)
             .map(|(k, v)| (k.as_str(), v))
-            .ok_or_else(|| ChatCommandError::Account(format!("no account `{n}` in the configuration"))),
+            .ok_or_else(|| {
+                ChatCommandError::Account(format!("no account `{n}` in the configuration"))
+            }),
         None => {
             let mut enabled = config.accounts.iter().filter(|(_, a)| a.enabled);
             match (enabled.next(), enabled.next()) {
                 (Some((k, v)), None) => Ok((k.as_str(), v)),
-                (None, _) => Err(ChatCommandError::Account("no enabled account in the configuration".into())),
+                (None, _) => Err(ChatCommandError::Account(
+                    "no enabled account in the configuration".into(),
+                )),
                 (Some(_), Some(_)) => Err(ChatCommandError::Account(
                     "several accounts are configured: choose one with --account".into(),
                 )),
@@ -100,11 +107,19 @@ pub async fn run(
     crate::gws::operations::chat_path(chat_id)?;
     let (name, acct) = pick_account(config, account)?;
     let http = acct.http_settings(name, &config.bayeux)?;
-    let session = Arc::new(GwsSession::new(name, acct.url.clone(), http.clone(), config.bayeux.max_network_delay)?);
+    let session = Arc::new(GwsSession::new(
+        name,
+        acct.url.clone(),
+        http.clone(),
+        config.bayeux.max_network_delay,
+    )?);
     let Some(timeout) = wait else {
         session.login().await?;
         let response = session.operate(chat_id, op).await?;
-        return Ok(ChatOutcome { response, event: None });
+        return Ok(ChatOutcome {
+            response,
+            event: None,
+        });
     };
 
     // Subscribe first, so the notification cannot slip past.
@@ -129,7 +144,10 @@ pub async fn run(
     let result = async {
         let deadline = Instant::now() + timeout;
         while !status_rx.borrow_and_update().subscribed {
-            if tokio::time::timeout_at(deadline, status_rx.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, status_rx.changed())
+                .await
+                .is_err()
+            {
                 return Err(ChatCommandError::NotSubscribed(timeout));
             }
         }
@@ -142,7 +160,9 @@ pub async fn run(
                     timeout,
                 });
             };
-            let Input::Delivery(delivery) = input else { continue };
+            let Input::Delivery(delivery) = input else {
+                continue;
+            };
             let event = Event::from_owned_delivery(name, delivery, &mut tracker);
             if !matches_result(&event, chat_id, op, &response) {
                 continue;
@@ -150,7 +170,9 @@ pub async fn run(
             if event.kind == EventKind::Error {
                 return Err(ChatCommandError::Failed {
                     chat_id: chat_id.to_owned(),
-                    message: event.error_message.unwrap_or_else(|| "(no message)".to_owned()),
+                    message: event
+                        .error_message
+                        .unwrap_or_else(|| "(no message)".to_owned()),
                 });
             }
             return Ok(ChatOutcome {
@@ -170,7 +192,12 @@ pub async fn run(
 /// transcript update for messages and typing, a chat state change for everything else, so the
 /// goodbye text of a `Leave` is not mistaken for its `LeftChat`). Matched by `referenceId` when
 /// GWS returned one (an `Error` notification may name no chat), otherwise by chat id.
-fn matches_result(event: &Event, chat_id: &str, op: &ChatOperation, response: &OperationResponse) -> bool {
+fn matches_result(
+    event: &Event,
+    chat_id: &str,
+    op: &ChatOperation,
+    response: &OperationResponse,
+) -> bool {
     let expected = match op {
         ChatOperation::SendMessage { .. }
         | ChatOperation::SendStartTypingNotification
@@ -183,7 +210,8 @@ fn matches_result(event: &Event, chat_id: &str, op: &ChatOperation, response: &O
     let same_chat = event.chat.as_ref().and_then(|c| c.id.as_deref()) == Some(chat_id);
     match &response.reference_id {
         Some(reference) => {
-            event.reference_id.as_ref() == Some(reference) && (same_chat || event.kind == EventKind::Error)
+            event.reference_id.as_ref() == Some(reference)
+                && (same_chat || event.kind == EventKind::Error)
         }
         None => same_chat,
     }

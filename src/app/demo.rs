@@ -21,7 +21,9 @@ use crate::bayeux::transport::HttpSettings;
 use crate::gws::operations::{ChatOperation, ClosingText};
 use crate::gws::session::{GwsSession, SessionError};
 use crate::secret::Secret;
-use crate::service::config::{AccountConfig, BayeuxConfig, Config, LogConfig, ServerKind, ShutdownConfig, TrackerConfig};
+use crate::service::config::{
+    AccountConfig, BayeuxConfig, Config, LogConfig, ServerKind, ShutdownConfig, TrackerConfig,
+};
 use crate::service::{self, ServiceError};
 use crate::sim::{ChatOffer, SimConfig, SimUser, Simulator};
 use crate::sinks::filter::FilterConfig;
@@ -100,7 +102,10 @@ pub fn demo_config(sim_url: &Url, dir: &std::path::Path) -> Config {
     sinks.insert("console".to_owned(), sink("type = \"log\"".to_owned()));
     sinks.insert(
         "events".to_owned(),
-        sink(format!("type = \"file\"\npath = {:?}\n", dir.join("events.jsonl").display().to_string())),
+        sink(format!(
+            "type = \"file\"\npath = {:?}\n",
+            dir.join("events.jsonl").display().to_string()
+        )),
     );
     let mut left = sink(format!(
         "type = \"file\"\npath = {:?}\n",
@@ -142,15 +147,25 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<PathB
         .map_err(|e| DemoError::Service(e.into()))?;
     println!("chatwatch demo");
     println!("  GWS simulator:     {}", sim.base_url());
-    println!("  every event:       {}", dir.join("events.jsonl").display());
-    println!("  LeftChat triggers: {}", dir.join("left-chat.jsonl").display());
+    println!(
+        "  every event:       {}",
+        dir.join("events.jsonl").display()
+    );
+    println!(
+        "  LeftChat triggers: {}",
+        dir.join("left-chat.jsonl").display()
+    );
     println!("  Ctrl-C to stop.");
 
     let daemon_stop = shutdown.child_token();
     let (ready_tx, ready_rx) = oneshot::channel();
-    let daemon = tokio::spawn(service::run_with(config, daemon_stop.clone(), move |running| {
-        let _ = ready_tx.send(running);
-    }));
+    let daemon = tokio::spawn(service::run_with(
+        config,
+        daemon_stop.clone(),
+        move |running| {
+            let _ = ready_tx.send(running);
+        },
+    ));
     let outcome = async {
         let mut running = ready_rx.await.map_err(|_| DemoError::NotListening)?;
         let (_, status) = running.status.first_mut().ok_or(DemoError::NotListening)?;
@@ -186,7 +201,9 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<PathB
     }
     .await;
     daemon_stop.cancel();
-    let served = daemon.await.map_err(|e| std::io::Error::other(e.to_string()))?;
+    let served = daemon
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     sim.shutdown().await;
     outcome?;
     served?;
@@ -196,7 +213,9 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<PathB
 
 fn desk_session(base: &Url) -> Result<GwsSession, SessionError> {
     let http = HttpSettings {
-        url: base.join("/api/v2/notifications").unwrap_or_else(|_| base.clone()),
+        url: base
+            .join("/api/v2/notifications")
+            .unwrap_or_else(|_| base.clone()),
         basic_auth: Some((AGENT.to_owned(), Secret::new(PASSWORD))),
         headers: Vec::new(),
         max_response_bytes: 8 * 1024 * 1024,
@@ -219,7 +238,13 @@ async fn script(sim: &Simulator, desk: &GwsSession, step: Duration) -> Result<()
 
 /// One chat: offered, accepted, a few messages, left; a standalone chat then gets its
 /// disposition and is completed (a conference leave already ends in `Completed`).
-async fn life_cycle(sim: &Simulator, desk: &GwsSession, step: Duration, customer: &str, conference: bool) -> Result<(), SessionError> {
+async fn life_cycle(
+    sim: &Simulator,
+    desk: &GwsSession,
+    step: Duration,
+    customer: &str,
+    conference: bool,
+) -> Result<(), SessionError> {
     let mut user_data = Map::new();
     user_data.insert("Subject".into(), json!("Billing question"));
     let chat = sim.offer_chat(
@@ -232,20 +257,32 @@ async fn life_cycle(sim: &Simulator, desk: &GwsSession, step: Duration, customer
         },
     );
     tokio::time::sleep(step).await;
-    desk.operate(&chat, &ChatOperation::Accept { nickname: Some("Alice".into()) }).await?;
+    desk.operate(
+        &chat,
+        &ChatOperation::Accept {
+            nickname: Some("Alice".into()),
+        },
+    )
+    .await?;
     tokio::time::sleep(step).await;
     let say = |text: &str| ChatOperation::SendMessage {
         text: text.to_owned(),
         message_type: None,
         treat_as: None,
     };
-    desk.operate(&chat, &say("Hello! Let me look at that invoice.")).await?;
+    desk.operate(&chat, &say("Hello! Let me look at that invoice."))
+        .await?;
     tokio::time::sleep(step).await;
     sim.customer_message(&chat, "Thanks, it is number 4711.");
     tokio::time::sleep(step).await;
-    desk.operate(&chat, &say("Fixed: the duplicate charge is refunded.")).await?;
+    desk.operate(&chat, &say("Fixed: the duplicate charge is refunded."))
+        .await?;
     tokio::time::sleep(step).await;
-    desk.operate(&chat, &ChatOperation::Leave(ClosingText::text("Goodbye, and thanks for chatting."))).await?;
+    desk.operate(
+        &chat,
+        &ChatOperation::Leave(ClosingText::text("Goodbye, and thanks for chatting.")),
+    )
+    .await?;
     tokio::time::sleep(step).await;
     if conference {
         return Ok(());

@@ -20,7 +20,12 @@ pub struct SimOptions {
 
 /// Runs the simulator until `shutdown` is cancelled.
 pub async fn run(opts: SimOptions, shutdown: CancellationToken) -> std::io::Result<()> {
-    let users: Vec<String> = opts.config.users.iter().map(|u| u.username.clone()).collect();
+    let users: Vec<String> = opts
+        .config
+        .users
+        .iter()
+        .map(|u| u.username.clone())
+        .collect();
     let sim = Simulator::start(opts.listen, opts.config).await?;
     println!("GWS simulator listening on {}", sim.base_url());
     println!("  users: {}", users.join(", "));
