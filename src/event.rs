@@ -10,9 +10,10 @@
 //! [`SCHEMA`].
 //!
 //! [`Event::from_delivery`] is the builder: it runs once per delivery, on the hot path, and turns a
-//! [`Delivery`] into an [`Event`] by decoding its JSON text ([`decode_raw`]), asking the account's [`ChatTracker`]
-//! for the previous state, and filling every field. A payload that cannot be decoded still becomes
-//! an event (kind `undecodable`, with the reason and the raw data), so nothing is dropped.
+//! [`Delivery`] into an [`Event`] by decoding its JSON text ([`decode_raw`]), asking the account's
+//! [`ChatTracker`] for the previous state, and filling every field. A payload that cannot be
+//! decoded still becomes an event (kind `undecodable`, with the reason and the raw data), so
+//! nothing is dropped.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
