@@ -1,13 +1,15 @@
 //! [`RawJson`]: a JSON value kept as the text it arrived as.
 //!
 //! A delivery's `data` travels from the Bayeux response to the event record without ever being
-//! turned into a [`serde_json::Value`]: parsing a 600-byte notification into a `Value` tree, cloning
-//! it and serialising it again cost more than everything else on the per-event path together, and
+//! turned into a [`serde_json::Value`]: parsing a 600-byte notification into a `Value` tree,
+//! cloning it and serialising it again cost more than everything else on the per-event path, and
 //! an auditor is better served by the exact bytes the server sent than by a re-serialised copy
 //! (keys re-ordered, numbers and escapes rewritten). GWS decoding reads typed fields straight from
 //! the text (see [`crate::gws::notification::decode_raw`]).
 
 use std::fmt;
+
+pub(crate) mod reader;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;

@@ -833,13 +833,13 @@ fn fingerprint_is_content_derived_and_event_id_is_unique() {
         first.fingerprint
     );
 
-    // The documented construction: SHA-256 over account, 0, channel, 0, the data's text (here
-    // compact sorted JSON, since the delivery was built from a `Value`).
-    use sha2::Digest;
+    // The documented construction: XXH3-128 (seed 0, canonical big-endian hex) over account, 0,
+    // channel, 0, the data's text (here compact sorted JSON, since the delivery was built from a
+    // `Value`).
     let mut bytes = format!("{ACCOUNT}\0{CHATS}\0").into_bytes();
     bytes.extend(serde_json::to_vec(&fixture("accept_chatting")).expect("serialise"));
-    let digest = sha2::Sha256::digest(&bytes);
-    assert_eq!(first.fingerprint, hex::encode(&digest[..16]));
+    let digest = xxhash_rust::xxh3::xxh3_128(&bytes);
+    assert_eq!(first.fingerprint, hex::encode(digest.to_be_bytes()));
 
     // Account, channel and content each change it.
     let other_account = Event::from_delivery(

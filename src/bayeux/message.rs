@@ -205,7 +205,10 @@ pub fn parse_response(body: &[u8], transport: &str) -> Result<Parsed, ParseError
         parsed: &mut parsed,
         transport,
     };
-    let mut de = serde_json::Deserializer::from_slice(body);
+    // Checking UTF-8 once up front lets serde_json borrow strings and `data` without checking
+    // each of them again.
+    let text = std::str::from_utf8(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    let mut de = serde_json::Deserializer::from_str(text);
     let messages = serde::de::DeserializeSeed::deserialize(seed, &mut de)
         .and_then(|messages| de.end().map(|()| messages))
         .map_err(|e| ParseError::NotJson(e.to_string()))?;

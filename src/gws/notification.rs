@@ -196,10 +196,7 @@ open_enum! {
 }
 
 /// A chat participant (`chat.participants[]`, `messages[].from`).
-///
-/// Deserialises from an object whose `nickname`, `type` and `participantId` are strings or `null`
-/// (`null` counts as absent); every other field goes to `extra`. A repeated key keeps its last value.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Participant {
     /// Display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -217,50 +214,6 @@ pub struct Participant {
     /// Any other fields the server sent (`uri`, `visibility`, `path`, ...), kept verbatim.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
-}
-
-impl<'de> serde::Deserialize<'de> for Participant {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Participant;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a participant object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Participant, A::Error> {
-                let mut participant = Participant {
-                    nickname: None,
-                    participant_type: None,
-                    participant_id: None,
-                    extra: Map::new(),
-                };
-                while let Some(key) = map.next_key::<wire::Str<'de>>()? {
-                    match key.as_str() {
-                        "nickname" => {
-                            participant.nickname = map
-                                .next_value::<Option<wire::Str<'de>>>()?
-                                .map(wire::Str::into_string);
-                        }
-                        "type" => participant.participant_type = map.next_value()?,
-                        "participantId" => {
-                            participant.participant_id = map
-                                .next_value::<Option<wire::Str<'de>>>()?
-                                .map(wire::Str::into_string);
-                        }
-                        _ => {
-                            let value = map.next_value()?;
-                            participant.extra.insert(key.into_string(), value);
-                        }
-                    }
-                }
-                Ok(participant)
-            }
-        }
-        d.deserialize_map(V)
-    }
 }
 
 /// The chat resource carried by a `ChatStateChangeMessage` (`data.chat`, §3.3).
@@ -762,188 +715,189 @@ fn opt_reference_id(value: Option<&Value>) -> Result<Option<ReferenceId>, Mismat
     }
 }
 
-/// The typed reading behind [`decode_raw`]: serde structures borrowing from the text, accepting
-/// exactly the JSON types [`decode`] accepts for each field (and failing on anything else, which
-/// sends the payload to `decode`).
+/// The typed reading behind [`decode_raw`]: the fields of the model read straight from the text
+/// with [`Reader`], accepting exactly the JSON types [`decode`] accepts for each field and giving
+/// up (`None`, which sends the payload to `decode`) on anything else.
 mod wire {
     use std::borrow::Cow;
-    use std::fmt;
-    use std::marker::PhantomData;
 
-    use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
-    use serde::Deserialize;
     use serde_json::value::RawValue;
     use serde_json::{Map, Value};
 
     use super::{
         last_path_segment, Capability, ChatState, ChatStateChange, ErrorNotification,
-        MessageLogUpdated, Notification, NotificationType, Participant, ReferenceId,
-        CHAT_STATE_CHANGE_MESSAGE, MESSAGE_LOG_UPDATED,
+        MessageLogUpdated, Notification, NotificationType, Participant, ParticipantType,
+        ReferenceId, CHAT_STATE_CHANGE_MESSAGE, MESSAGE_LOG_UPDATED,
     };
+    use crate::json::reader::Reader;
 
-    /// A JSON string, borrowed from the text unless it had escapes.
-    pub(super) struct Str<'a>(Cow<'a, str>);
-
-    impl Str<'_> {
-        pub(super) fn as_str(&self) -> &str {
-            &self.0
-        }
-
-        pub(super) fn into_string(self) -> String {
-            self.0.into_owned()
-        }
-    }
-
-    impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V<'a>(PhantomData<&'a ()>);
-            impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-                type Value = Str<'a>;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("a string")
-                }
-                fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Str<'a>, E> {
-                    Ok(Str(Cow::Borrowed(s)))
-                }
-                fn visit_str<E: de::Error>(self, s: &str) -> Result<Str<'a>, E> {
-                    Ok(Str(Cow::Owned(s.to_owned())))
-                }
-                fn visit_string<E: de::Error>(self, s: String) -> Result<Str<'a>, E> {
-                    Ok(Str(Cow::Owned(s)))
-                }
-            }
-            d.deserialize_str(V(PhantomData))
-        }
-    }
-
-    /// A `referenceId`: an integer that fits in an `i64`, or a string.
-    struct RefId(ReferenceId);
-
-    impl<'de> Deserialize<'de> for RefId {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl Visitor<'_> for V {
-                type Value = RefId;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("an integer or a string")
-                }
-                fn visit_i64<E: de::Error>(self, n: i64) -> Result<RefId, E> {
-                    Ok(RefId(ReferenceId::Number(n)))
-                }
-                fn visit_u64<E: de::Error>(self, n: u64) -> Result<RefId, E> {
-                    i64::try_from(n)
-                        .map(|n| RefId(ReferenceId::Number(n)))
-                        .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(n), &self))
-                }
-                fn visit_str<E: de::Error>(self, s: &str) -> Result<RefId, E> {
-                    Ok(RefId(ReferenceId::Text(s.to_owned())))
-                }
-            }
-            d.deserialize_any(V)
-        }
-    }
-
-    /// The notification object (`data`, or the `data` wrapped in it). Read from an object only;
-    /// a repeated key keeps its last value, as in a `Value`.
+    /// The notification object (`data`, or the `data` wrapped in it). A repeated key keeps its
+    /// last value, as in a `Value`.
     #[derive(Default)]
     struct Root<'a> {
-        message_type: Option<Str<'a>>,
+        message_type: Option<Cow<'a, str>>,
         notification_type: Option<NotificationType>,
         reference_id: Option<ReferenceId>,
-        error_message: Option<Str<'a>>,
+        error_message: Option<Cow<'a, str>>,
         chat: Option<Chat<'a>>,
-        chat_uri: Option<Str<'a>>,
-        chat_path: Option<Str<'a>>,
+        chat_uri: Option<Cow<'a, str>>,
+        chat_path: Option<Cow<'a, str>>,
         messages: Option<Vec<Value>>,
-        data: Option<&'a RawValue>,
+        /// The text of `data`, whatever its type.
+        data: Option<&'a str>,
     }
 
-    impl<'de: 'a, 'a> Deserialize<'de> for Root<'a> {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V<'a>(PhantomData<&'a ()>);
-            impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-                type Value = Root<'a>;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("a notification object")
-                }
-                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Root<'a>, A::Error> {
-                    let mut root = Root::default();
-                    while let Some(key) = map.next_key::<Str<'a>>()? {
-                        match key.as_str() {
-                            "messageType" => root.message_type = map.next_value()?,
-                            "notificationType" => root.notification_type = map.next_value()?,
-                            "referenceId" => {
-                                root.reference_id = map.next_value::<Option<RefId>>()?.map(|r| r.0);
-                            }
-                            "errorMessage" => root.error_message = map.next_value()?,
-                            "chat" => root.chat = map.next_value()?,
-                            "chatUri" => root.chat_uri = map.next_value()?,
-                            "chatPath" => root.chat_path = map.next_value()?,
-                            "messages" => root.messages = map.next_value()?,
-                            "data" => root.data = map.next_value()?,
-                            _ => {
-                                map.next_value::<IgnoredAny>()?;
-                            }
-                        }
-                    }
-                    Ok(root)
-                }
-            }
-            d.deserialize_map(V(PhantomData))
-        }
-    }
-
-    /// `data.chat`. Read from an object only; a repeated key keeps its last value.
+    /// `data.chat`.
     #[derive(Default)]
     struct Chat<'a> {
-        id: Option<Str<'a>>,
+        id: Option<Cow<'a, str>>,
         state: Option<ChatState>,
         capabilities: Option<Vec<Capability>>,
         participants: Option<Vec<Participant>>,
         user_data: Option<Map<String, Value>>,
-        uri: Option<Str<'a>>,
+        uri: Option<Cow<'a, str>>,
     }
 
-    impl<'de: 'a, 'a> Deserialize<'de> for Chat<'a> {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V<'a>(PhantomData<&'a ()>);
-            impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-                type Value = Chat<'a>;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("a chat object")
+    /// A `referenceId`: an integer that fits in an `i64`, a string, or `null`.
+    fn reference_id(r: &mut Reader<'_>) -> Option<Option<ReferenceId>> {
+        if r.null() {
+            return Some(None);
+        }
+        match r.string() {
+            Some(text) => Some(Some(ReferenceId::Text(text.into_owned()))),
+            None => r.integer().map(|n| Some(ReferenceId::Number(n))),
+        }
+    }
+
+    /// An object of any values, or `null`.
+    fn opt_map(r: &mut Reader<'_>) -> Option<Option<Map<String, Value>>> {
+        if r.null() {
+            return Some(None);
+        }
+        let mut map = Map::new();
+        r.object(|r, key| {
+            map.insert(key.into_owned(), r.value()?);
+            Some(())
+        })?;
+        Some(Some(map))
+    }
+
+    /// Reads a notification object into `root` (in place: the structures are large to move).
+    fn root<'a>(r: &mut Reader<'a>, root: &mut Root<'a>) -> Option<()> {
+        r.object(|r, key| {
+            match key.as_ref() {
+                "messageType" => root.message_type = r.opt_string()?,
+                "notificationType" => {
+                    root.notification_type = r.opt_string()?.map(|s| NotificationType::from(&*s));
                 }
-                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Chat<'a>, A::Error> {
-                    let mut chat = Chat::default();
-                    while let Some(key) = map.next_key::<Str<'a>>()? {
-                        match key.as_str() {
-                            "id" => chat.id = map.next_value()?,
-                            "state" => chat.state = map.next_value()?,
-                            "capabilities" => chat.capabilities = map.next_value()?,
-                            "participants" => chat.participants = map.next_value()?,
-                            "userData" => chat.user_data = map.next_value()?,
-                            "uri" => chat.uri = map.next_value()?,
-                            _ => {
-                                map.next_value::<IgnoredAny>()?;
-                            }
-                        }
+                "referenceId" => root.reference_id = reference_id(r)?,
+                "errorMessage" => root.error_message = r.opt_string()?,
+                "chat" => {
+                    if r.null() {
+                        root.chat = None;
+                    } else {
+                        chat(r, root.chat.insert(Chat::default()))?;
                     }
-                    Ok(chat)
+                }
+                "chatUri" => root.chat_uri = r.opt_string()?,
+                "chatPath" => root.chat_path = r.opt_string()?,
+                "messages" => {
+                    root.messages = if r.null() {
+                        None
+                    } else {
+                        let mut messages = Vec::new();
+                        r.array(|r| {
+                            let message = r.value()?;
+                            message.is_object().then(|| messages.push(message))
+                        })?;
+                        Some(messages)
+                    };
+                }
+                "data" => root.data = Some(r.skip()?).filter(|text| *text != "null"),
+                _ => {
+                    r.skip()?;
                 }
             }
-            d.deserialize_map(V(PhantomData))
-        }
+            Some(())
+        })
+    }
+
+    /// Reads a chat object into `chat`.
+    fn chat<'a>(r: &mut Reader<'a>, chat: &mut Chat<'a>) -> Option<()> {
+        r.object(|r, key| {
+            match key.as_ref() {
+                "id" => chat.id = r.opt_string()?,
+                "state" => chat.state = r.opt_string()?.map(|s| ChatState::from(&*s)),
+                "capabilities" => {
+                    chat.capabilities = if r.null() {
+                        None
+                    } else {
+                        let mut capabilities = Vec::with_capacity(8);
+                        r.array(|r| {
+                            capabilities.push(Capability::from(&*r.string()?));
+                            Some(())
+                        })?;
+                        Some(capabilities)
+                    };
+                }
+                "participants" => {
+                    chat.participants = if r.null() {
+                        None
+                    } else {
+                        let mut participants = Vec::with_capacity(2);
+                        r.array(|r| {
+                            participants.push(participant(r)?);
+                            Some(())
+                        })?;
+                        Some(participants)
+                    };
+                }
+                "userData" => chat.user_data = opt_map(r)?,
+                "uri" => chat.uri = r.opt_string()?,
+                _ => {
+                    r.skip()?;
+                }
+            }
+            Some(())
+        })
+    }
+
+    fn participant(r: &mut Reader<'_>) -> Option<Participant> {
+        let mut participant = Participant {
+            nickname: None,
+            participant_type: None,
+            participant_id: None,
+            extra: Map::new(),
+        };
+        r.object(|r, key| {
+            match key.as_ref() {
+                "nickname" => participant.nickname = r.opt_string()?.map(Cow::into_owned),
+                "type" => {
+                    participant.participant_type =
+                        r.opt_string()?.map(|s| ParticipantType::from(&*s));
+                }
+                "participantId" => {
+                    participant.participant_id = r.opt_string()?.map(Cow::into_owned);
+                }
+                _ => {
+                    participant.extra.insert(key.into_owned(), r.value()?);
+                }
+            }
+            Some(())
+        })?;
+        Some(participant)
     }
 
     impl Chat<'_> {
         /// The chat id: `id` unless empty, else the last segment of `uri`.
-        fn chat_id(id: Option<Str<'_>>, uri: Option<&str>) -> Option<String> {
-            id.filter(|id| !id.as_str().is_empty())
-                .map(Str::into_string)
+        fn chat_id(id: Option<Cow<'_, str>>, uri: Option<&str>) -> Option<String> {
+            id.filter(|id| !id.is_empty())
+                .map(Cow::into_owned)
                 .or_else(|| uri.and_then(last_path_segment).map(str::to_owned))
         }
 
         fn into_chat(self) -> super::Chat {
-            let uri = self.uri.map(Str::into_string);
+            let uri = self.uri.map(Cow::into_owned);
             super::Chat {
                 id: Self::chat_id(self.id, uri.as_deref()),
                 state: self.state,
@@ -957,82 +911,79 @@ mod wire {
 
     /// The chat id of a transcript update or an error without a chat: from `chatPath`, else
     /// `chatUri`.
-    fn id_from_path_or_uri(path: Option<&Str<'_>>, uri: Option<&Str<'_>>) -> Option<String> {
-        path.and_then(|p| last_path_segment(p.as_str()))
-            .or_else(|| uri.and_then(|u| last_path_segment(u.as_str())))
+    fn id_from_path_or_uri(path: Option<&str>, uri: Option<&str>) -> Option<String> {
+        path.and_then(last_path_segment)
+            .or_else(|| uri.and_then(last_path_segment))
             .map(str::to_owned)
     }
 
-    fn error(root: Root<'_>, message_type: Option<&str>) -> ErrorNotification {
-        let chat_id = match root.chat {
-            Some(chat) => {
-                let uri = chat.uri.as_ref().map(Str::as_str);
-                Chat::chat_id(chat.id, uri)
-            }
-            None => id_from_path_or_uri(root.chat_path.as_ref(), root.chat_uri.as_ref()),
+    fn error(root: &mut Root<'_>, message_type: Option<&str>) -> ErrorNotification {
+        let chat_id = match root.chat.take() {
+            Some(chat) => Chat::chat_id(chat.id, chat.uri.as_deref()),
+            None => id_from_path_or_uri(root.chat_path.as_deref(), root.chat_uri.as_deref()),
         };
         ErrorNotification {
             message_type: message_type.map(str::to_owned),
-            error_message: root.error_message.map(Str::into_string),
-            reference_id: root.reference_id,
+            error_message: root.error_message.take().map(Cow::into_owned),
+            reference_id: root.reference_id.take(),
             chat_id,
         }
     }
 
+    /// Reads `text` as one notification object into `into`; `None` unless it is exactly that.
+    fn whole<'a>(text: &'a str, into: &mut Root<'a>) -> Option<()> {
+        let mut r = Reader::new(text);
+        root(&mut r, into)?;
+        r.at_end().then_some(())
+    }
+
     /// The notification, or `None` when the text is not in the expected shape.
     pub(super) fn decode(data: &RawValue) -> Option<Notification> {
-        let outer = serde_json::from_str::<Root<'_>>(data.get()).ok()?;
+        let mut outer = Root::default();
+        whole(data.get(), &mut outer)?;
+        let mut inner = Root::default();
         let root = match outer.data {
-            Some(inner) if outer.message_type.is_none() && outer.notification_type.is_none() => {
-                match serde_json::from_str::<Root<'_>>(inner.get()) {
-                    Ok(inner)
-                        if inner.message_type.is_some() || inner.notification_type.is_some() =>
-                    {
-                        inner
-                    }
-                    Ok(_) => outer,
-                    // Not an object (then `outer` is the root) or not in the expected shape:
-                    // `decode` sorts it out.
-                    Err(_) => return None,
+            Some(text)
+                if outer.message_type.is_none()
+                    && outer.notification_type.is_none()
+                    && text.starts_with('{') =>
+            {
+                whole(text, &mut inner)?;
+                if inner.message_type.is_some() || inner.notification_type.is_some() {
+                    &mut inner
+                } else {
+                    &mut outer
                 }
             }
-            _ => outer,
+            _ => &mut outer,
         };
         let is_error = root.notification_type == Some(NotificationType::Error);
-        match root.message_type.as_ref().map(Str::as_str) {
-            Some(CHAT_STATE_CHANGE_MESSAGE) => {
-                if root.chat.is_none() && is_error {
-                    return Some(Notification::Error(error(
-                        root,
-                        Some(CHAT_STATE_CHANGE_MESSAGE),
-                    )));
-                }
-                Some(Notification::ChatStateChange(ChatStateChange {
-                    notification_type: root.notification_type,
-                    chat: root.chat.map_or_else(super::Chat::default, Chat::into_chat),
-                    reference_id: root.reference_id,
-                    error_message: root.error_message.map(Str::into_string),
-                }))
+        Some(match root.message_type.as_deref() {
+            Some(CHAT_STATE_CHANGE_MESSAGE) if root.chat.is_none() && is_error => {
+                Notification::Error(error(root, Some(CHAT_STATE_CHANGE_MESSAGE)))
             }
-            Some(MESSAGE_LOG_UPDATED) => {
-                let messages = root.messages.unwrap_or_default();
-                if !messages.iter().all(Value::is_object) {
-                    return None;
-                }
-                Some(Notification::MessageLogUpdated(MessageLogUpdated {
-                    notification_type: root.notification_type,
-                    chat_id: id_from_path_or_uri(root.chat_path.as_ref(), root.chat_uri.as_ref()),
-                    chat_uri: root.chat_uri.map(Str::into_string),
-                    messages,
-                    reference_id: root.reference_id,
-                }))
-            }
-            Some(_) => Some(Notification::Other {
-                message_type: root.message_type.map(Str::into_string),
+            Some(CHAT_STATE_CHANGE_MESSAGE) => Notification::ChatStateChange(ChatStateChange {
+                notification_type: root.notification_type.take(),
+                chat: root
+                    .chat
+                    .take()
+                    .map_or_else(super::Chat::default, Chat::into_chat),
+                reference_id: root.reference_id.take(),
+                error_message: root.error_message.take().map(Cow::into_owned),
             }),
-            None if is_error => Some(Notification::Error(error(root, None))),
-            None => Some(Notification::Other { message_type: None }),
-        }
+            Some(MESSAGE_LOG_UPDATED) => Notification::MessageLogUpdated(MessageLogUpdated {
+                notification_type: root.notification_type.take(),
+                chat_id: id_from_path_or_uri(root.chat_path.as_deref(), root.chat_uri.as_deref()),
+                chat_uri: root.chat_uri.take().map(Cow::into_owned),
+                messages: root.messages.take().unwrap_or_default(),
+                reference_id: root.reference_id.take(),
+            }),
+            Some(_) => Notification::Other {
+                message_type: root.message_type.take().map(Cow::into_owned),
+            },
+            None if is_error => Notification::Error(error(root, None)),
+            None => Notification::Other { message_type: None },
+        })
     }
 }
 
@@ -1484,8 +1435,8 @@ mod tests {
             (r#"[1,2]"#, false),
             (r#"null"#, false),
             (r#""s""#, false),
-            (r#"{"data":1}"#, false),
-            (r#"{"data":[]}"#, false),
+            (r#"{"data":1}"#, true),
+            (r#"{"data":[]}"#, true),
             (r#"{"messageType":7}"#, false),
             (r#"{"messageType":"ChatStateChangeMessage","chat":"X"}"#, false),
             (r#"{"messageType":"ChatStateChangeMessage","chat":[]}"#, false),
