@@ -353,38 +353,14 @@ impl<O: Opener> writer::Output for PlainOutput<O> {
                 }
             }
         }
-        let Self {
-            sink,
-            path,
-            file,
-            end,
-            counters,
-            ..
-        } = self;
-        let ((), attempts) = retry.run(
-            || append_at(file, end, &batch, sink, path),
-            |error, attempt, delay| {
-                counters.failed_write.increment(1);
-                tracing::error!(
-                    target: TARGET,
-                    sink = %sink,
-                    path = %path.display(),
-                    %error,
-                    attempt,
-                    retry_in = ?delay,
-                    "cannot write to the file; truncated the partial batch, will retry it"
-                );
-            },
+        append_retrying(
+            &mut self.file,
+            &mut self.end,
+            &batch,
+            (&self.sink, &self.path, "the file"),
+            retry,
+            &self.counters.failed_write,
         )?;
-        if attempts > 1 {
-            tracing::info!(
-                target: TARGET,
-                sink = %self.sink,
-                path = %self.path.display(),
-                attempts,
-                "writing to the file works again"
-            );
-        }
         Ok(batch.len() as u64)
     }
 
@@ -628,6 +604,44 @@ fn end_torn_line<F: SinkFile>(file: &mut F, sink: &str, path: &Path) -> io::Resu
                  appended one so new records start on their own line"
             );
         }
+    }
+    Ok(())
+}
+
+/// Appends `batch` at `*end` with [`append_at`], retrying with `retry`'s backoff until it
+/// succeeds: each failure is counted in `failed_write` and logged, and a recovery after failures
+/// is logged once. `what` names the file in those lines ("the file", "the audit file").
+pub(crate) fn append_retrying<F: SinkFile>(
+    file: &mut F,
+    end: &mut u64,
+    batch: &[u8],
+    (sink, path, what): (&str, &Path, &str),
+    retry: &writer::Retry<'_>,
+    failed_write: &metrics::Counter,
+) -> Result<(), writer::OutputError> {
+    let ((), attempts) = retry.run(
+        || append_at(file, end, batch, sink, path),
+        |error, attempt, delay| {
+            failed_write.increment(1);
+            tracing::error!(
+                target: TARGET,
+                sink = %sink,
+                path = %path.display(),
+                %error,
+                attempt,
+                retry_in = ?delay,
+                "cannot write to {what}; truncated the partial write, will retry it"
+            );
+        },
+    )?;
+    if attempts > 1 {
+        tracing::info!(
+            target: TARGET,
+            sink = %sink,
+            path = %path.display(),
+            attempts,
+            "writing to {what} works again"
+        );
     }
     Ok(())
 }

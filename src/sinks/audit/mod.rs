@@ -83,7 +83,7 @@ use crate::event::Event;
 use self::files::{Housekeeper, HousekeepingSettings};
 use self::format::{Hash, Hasher, ZERO_HASH};
 use super::deliver::Deliver;
-use super::file::{append_at, create_dirs, sync_dir, FsyncPolicy, SinkFile};
+use super::file::{append_retrying, create_dirs, sync_dir, FsyncPolicy, SinkFile};
 use super::writer::{self, Output, OutputError, Retry};
 use super::{failed_counter, FilterConfig, SinkError, TARGET};
 
@@ -479,37 +479,14 @@ impl AuditOutput {
         if chunk.is_empty() {
             return Ok(());
         }
-        let Self {
-            sink,
-            path,
-            active,
-            failed_write,
-            ..
-        } = self;
-        let ((), attempts) = retry.run(
-            || append_at(&mut active.file, &mut active.end, chunk, sink, path),
-            |error, attempt, delay| {
-                failed_write.increment(1);
-                tracing::error!(
-                    target: TARGET,
-                    sink = %sink,
-                    path = %path.display(),
-                    %error,
-                    attempt,
-                    retry_in = ?delay,
-                    "cannot write to the audit file; truncated the partial write, will retry it"
-                );
-            },
+        append_retrying(
+            &mut self.active.file,
+            &mut self.active.end,
+            chunk,
+            (&self.sink, &self.path, "the audit file"),
+            retry,
+            &self.failed_write,
         )?;
-        if attempts > 1 {
-            tracing::info!(
-                target: TARGET,
-                sink = %self.sink,
-                path = %self.path.display(),
-                attempts,
-                "writing to the audit file works again"
-            );
-        }
         Ok(())
     }
 
