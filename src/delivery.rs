@@ -12,6 +12,7 @@
 //! journal had to drop records a sink had not read yet (`when_full = "drop_oldest"`), the sink
 //! counts them in `chatwatch_sink_lost_events_total` and says so at error level.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,16 +93,44 @@ impl AnySink {
 
 /// The running delivery side: one task per sink, plus journal garbage collection.
 pub struct Delivery {
-    tasks: JoinSet<()>,
-    stop: CancellationToken,
+    journal: Journal,
+    sinks: BTreeMap<String, RunningSink>,
     reopen: broadcast::Sender<()>,
+    drain_for: Duration,
+    gc_stop: CancellationToken,
     gc: tokio::task::JoinHandle<()>,
+}
+
+/// One sink's task, its configuration and the token that stops it.
+struct RunningSink {
+    config: SinkConfig,
+    stop: CancellationToken,
+    kill: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What [`Delivery::apply`] changed, by sink name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SinkChanges {
+    /// Sinks started.
+    pub added: Vec<String>,
+    /// Sinks stopped and their cursors released.
+    pub removed: Vec<String>,
+    /// Sinks restarted with a new configuration (at their stored cursor).
+    pub restarted: Vec<String>,
+}
+
+impl SinkChanges {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.restarted.is_empty()
+    }
 }
 
 impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Delivery")
-            .field("sinks", &self.tasks.len())
+            .field("sinks", &self.sinks.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -117,55 +146,136 @@ impl Delivery {
         drain_for: Duration,
     ) -> Result<Delivery, SinkError> {
         let names: Vec<String> = sinks.iter().map(|(n, _)| n.clone()).collect();
-        let released = journal
-            .retain_sinks(&names)
-            .map_err(|e| SinkError::Failed {
-                sink: "journal".into(),
-                reason: e.to_string(),
-            })?;
-        for name in released {
-            info!(sink = %name, "sink removed from the configuration; its journal cursor is released");
-        }
+        release_cursors(&journal, &names)?;
         let mut opened = Vec::new();
         for (name, config) in sinks {
             config.validate().map_err(|e| e.in_sink(&name))?;
             let sink = AnySink::open(&name, &config).await?;
             opened.push((name, config, sink));
         }
-        let stop = CancellationToken::new();
         let (reopen, _) = broadcast::channel(4);
-        let mut tasks = JoinSet::new();
+        let gc_stop = CancellationToken::new();
+        let gc = tokio::spawn(collect_garbage(journal.clone(), gc_stop.clone()));
+        let mut delivery = Delivery {
+            journal,
+            sinks: BTreeMap::new(),
+            reopen,
+            drain_for,
+            gc_stop,
+            gc,
+        };
         for (name, config, sink) in opened {
-            tasks.spawn(run_sink(
-                name,
-                config,
-                sink,
-                journal.clone(),
-                stop.clone(),
-                reopen.subscribe(),
-                drain_for,
-            ));
+            delivery.spawn(name, config, sink);
         }
-        let gc_journal = journal.clone();
-        let gc_stop = stop.clone();
-        let gc = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(GC_EVERY) => {}
-                    _ = gc_stop.cancelled() => return,
+        Ok(delivery)
+    }
+
+    fn spawn(&mut self, name: String, config: SinkConfig, sink: AnySink) {
+        let stop = CancellationToken::new();
+        let kill = CancellationToken::new();
+        let task = tokio::spawn(run_sink(
+            name.clone(),
+            config.clone(),
+            sink,
+            self.journal.clone(),
+            Stop {
+                stop: stop.clone(),
+                kill: kill.clone(),
+                drain_for: self.drain_for,
+            },
+            self.reopen.subscribe(),
+        ));
+        self.sinks.insert(
+            name,
+            RunningSink {
+                config,
+                stop,
+                kill,
+                task,
+            },
+        );
+    }
+
+    /// The names of the running sinks.
+    pub fn sink_names(&self) -> Vec<String> {
+        self.sinks.keys().cloned().collect()
+    }
+
+    /// Brings the running sinks in line with `sinks` (a configuration reload): new sinks are
+    /// opened and started at the journal's head, removed ones stopped (without draining) and
+    /// their cursors released, changed ones stopped and started again with the new
+    /// configuration at their stored cursor (nothing is skipped). Unchanged sinks are not
+    /// touched. Every new or changed configuration is validated first, and new sinks opened,
+    /// before anything is stopped: an error leaves everything as it was. A changed sink whose
+    /// new configuration cannot be opened keeps running on the old one (the error is returned).
+    pub async fn apply(
+        &mut self,
+        sinks: Vec<(String, SinkConfig)>,
+    ) -> Result<SinkChanges, SinkError> {
+        let mut changes = SinkChanges::default();
+        let wanted: BTreeMap<String, SinkConfig> = sinks.into_iter().collect();
+        for (name, config) in &wanted {
+            config.validate().map_err(|e| e.in_sink(name))?;
+        }
+        let mut fresh = Vec::new();
+        for (name, config) in &wanted {
+            if !self.sinks.contains_key(name) {
+                fresh.push((
+                    name.clone(),
+                    config.clone(),
+                    AnySink::open(name, config).await?,
+                ));
+            }
+        }
+        let gone: Vec<String> = self
+            .sinks
+            .keys()
+            .filter(|n| !wanted.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(running) = self.sinks.remove(&name) {
+                running.stop_now().await;
+            }
+            changes.removed.push(name);
+        }
+        release_cursors(&self.journal, &wanted.keys().cloned().collect::<Vec<_>>())?;
+        let mut failed = None;
+        for (name, config) in &wanted {
+            let Some(running) = self.sinks.get(name) else {
+                continue;
+            };
+            if running.config == *config {
+                continue;
+            }
+            let running = self.sinks.remove(name).expect("present");
+            let old = running.config.clone();
+            running.stop_now().await;
+            match AnySink::open(name, config).await {
+                Ok(sink) => {
+                    self.spawn(name.clone(), config.clone(), sink);
+                    changes.restarted.push(name.clone());
                 }
-                let j = gc_journal.clone();
-                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || j.collect_garbage()).await {
-                    warn!(error = %e, "journal garbage collection failed");
+                Err(e) => {
+                    error!(sink = %name, error = %e, "the new configuration of the sink cannot be opened; keeping the old one");
+                    match AnySink::open(name, &old).await {
+                        Ok(sink) => self.spawn(name.clone(), old, sink),
+                        Err(e2) => {
+                            error!(sink = %name, error = %e2, "the old configuration cannot be opened again either; the sink is stopped (its events stay in the journal)")
+                        }
+                    }
+                    failed.get_or_insert(e);
                 }
             }
-        });
-        Ok(Delivery {
-            tasks,
-            stop,
-            reopen,
-            gc,
-        })
+        }
+        for (name, config, sink) in fresh {
+            self.spawn(name.clone(), config, sink);
+            changes.added.push(name);
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(changes),
+        }
     }
 
     /// Asks every sink to reopen its files (SIGHUP).
@@ -181,21 +291,78 @@ impl Delivery {
     /// Stops delivery: each sink first delivers what the journal holds (for at most the
     /// `drain_for` given at start), then closes (flush, sync). What is not delivered by then stays
     /// in the journal for the next start. `grace` bounds the whole stop, closing included.
-    pub async fn shutdown(mut self, grace: Duration) {
-        self.stop.cancel();
+    pub async fn shutdown(self, grace: Duration) {
+        let mut tasks = JoinSet::new();
+        for (_, running) in self.sinks {
+            running.stop.cancel();
+            tasks.spawn(async move {
+                let _ = running.task.await;
+            });
+        }
         let hard = Instant::now() + grace;
         loop {
             tokio::select! {
-                next = self.tasks.join_next() => if next.is_none() { break },
+                next = tasks.join_next() => if next.is_none() { break },
                 _ = sleep_until(hard) => {
                     error!("sinks did not stop in time; abandoning them (their events stay in the journal)");
-                    self.tasks.abort_all();
+                    tasks.abort_all();
                     break;
                 }
             }
         }
+        self.gc_stop.cancel();
         self.gc.abort();
     }
+}
+
+impl RunningSink {
+    /// Stops the sink without draining: what it has not delivered stays in the journal at its
+    /// cursor.
+    async fn stop_now(self) {
+        self.kill.cancel();
+        self.stop.cancel();
+        // Zero drain time: run_sink stops at the next batch boundary (or abandons the batch in
+        // flight, which stays in the journal).
+        let mut task = self.task;
+        if tokio::time::timeout(Duration::from_secs(30), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+fn release_cursors(journal: &Journal, names: &[String]) -> Result<(), SinkError> {
+    let released = journal.retain_sinks(names).map_err(|e| SinkError::Failed {
+        sink: "journal".into(),
+        reason: e.to_string(),
+    })?;
+    for name in released {
+        info!(sink = %name, "sink removed from the configuration; its journal cursor is released");
+    }
+    Ok(())
+}
+
+async fn collect_garbage(journal: Journal, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(GC_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+        let j = journal.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || j.collect_garbage()).await {
+            warn!(error = %e, "journal garbage collection failed");
+        }
+    }
+}
+
+/// How a sink task is stopped: `stop` drains for `drain_for` first, `kill` (cancelled before
+/// `stop`) does not drain.
+struct Stop {
+    stop: CancellationToken,
+    kill: CancellationToken,
+    drain_for: Duration,
 }
 
 /// One sink's delivery loop. See the module documentation.
@@ -204,10 +371,21 @@ async fn run_sink(
     config: SinkConfig,
     mut sink: AnySink,
     journal: Journal,
-    stop: CancellationToken,
+    stop: Stop,
     mut reopen: broadcast::Receiver<()>,
-    drain_for: Duration,
 ) {
+    let Stop {
+        stop,
+        kill,
+        drain_for,
+    } = stop;
+    let drain_for = move || {
+        if kill.is_cancelled() {
+            Duration::ZERO
+        } else {
+            drain_for
+        }
+    };
     let filter: FilterConfig = config.filter().clone();
     let labels = [("sink", name.clone())];
     let mut head_rx = journal.head();
@@ -239,7 +417,7 @@ async fn run_sink(
             }
             tokio::select! {
                 changed = head_rx.changed() => if changed.is_err() { break },
-                _ = stop.cancelled() => { drain_until = Some(Instant::now() + drain_for); }
+                _ = stop.cancelled() => { drain_until = Some(Instant::now() + drain_for()); }
                 r = reopen.recv() => if r.is_ok() { reopen_sink(&name, &mut sink).await },
             }
             continue;
@@ -298,7 +476,7 @@ async fn run_sink(
                     tokio::select! {
                         r = &mut deliver => break Some(r),
                         _ = stop.cancelled(), if drain_until.is_none() => {
-                            drain_until = Some(Instant::now() + drain_for);
+                            drain_until = Some(Instant::now() + drain_for());
                         }
                         _ = sleep_until(drain_until.unwrap_or_else(Instant::now)), if drain_until.is_some() => break None,
                     }

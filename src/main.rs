@@ -45,10 +45,15 @@ enum Command {
         config: PathBuf,
     },
     /// Validate a configuration file and print the effective configuration, secrets masked.
+    /// Exit code 0 when valid (systemd's `ExecReload=` runs it before sending SIGHUP).
+    #[command(alias = "validate")]
     Check {
         /// The configuration file (TOML).
         #[arg(short, long, default_value = "config/chatwatch.toml")]
         config: PathBuf,
+        /// Print only errors, not the effective configuration.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Perform a GWS chat operation as the configured agent.
     Chat(ChatArgs),
@@ -423,10 +428,13 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Check { config } => {
+        Command::Check { config, quiet } => {
             let cfg = Config::load(&config)?;
             for (name, account) in cfg.accounts.iter().filter(|(_, a)| a.enabled) {
                 account.resolve_password(name)?;
+            }
+            if quiet {
+                return Ok(());
             }
             let text = toml::to_string_pretty(&cfg).context("cannot render the configuration")?;
             println!("# {}: valid\n{text}", config.display());
@@ -434,11 +442,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
-            service::init_logging(&cfg.log);
+            let log = service::init_logging(&cfg.log);
+            let reload = service::Reload { file: config, log };
             runtime()?.block_on(async {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(stop_on_signal(shutdown.clone()));
-                service::run(cfg, shutdown).await
+                service::run_reloadable(cfg, reload, shutdown).await
             })?;
             Ok(())
         }

@@ -178,10 +178,13 @@ pub async fn run(
         let mut payloads = Vec::with_capacity(inputs.len());
         for input in inputs.drain(..) {
             for event in pipeline.process(input) {
+                let (message_type, state) = metric_labels(&event);
                 metrics::counter!(
                     "chatwatch_events_total",
                     "account" => account.clone(),
-                    "kind" => event.kind.as_str()
+                    "kind" => event.kind.as_str(),
+                    "message_type" => message_type,
+                    "state" => state,
                 )
                 .increment(1);
                 match serde_json::to_vec(&event) {
@@ -210,4 +213,28 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// `message_type` and `state` labels of `chatwatch_events_total`. Values the model does not
+/// know become `other`, so a server sending odd values cannot grow the metric without bound.
+fn metric_labels(event: &Event) -> (&'static str, String) {
+    const KNOWN_TYPES: [&str; 3] = [
+        crate::gws::notification::CHAT_STATE_CHANGE_MESSAGE,
+        crate::gws::notification::MESSAGE_LOG_UPDATED,
+        "Error",
+    ];
+    let message_type = match event.message_type.as_deref() {
+        None => "none",
+        Some(t) => KNOWN_TYPES
+            .iter()
+            .find(|k| **k == t)
+            .copied()
+            .unwrap_or("other"),
+    };
+    let state = match event.chat.as_ref().and_then(|c| c.state.as_ref()) {
+        None => "none".to_owned(),
+        Some(s) if s.is_other() => "other".to_owned(),
+        Some(s) => s.as_str().to_owned(),
+    };
+    (message_type, state)
 }

@@ -51,6 +51,26 @@ impl<'de> serde::Deserialize<'de> for Secret {
     }
 }
 
+/// The environment variable systemd sets to the directory of the unit's credentials
+/// (`LoadCredential=`).
+pub const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
+
+/// The path of the systemd credential `name`: `$CREDENTIALS_DIRECTORY/name`. The error says why
+/// it cannot be formed (no credentials directory, or a name that is not a plain file name).
+pub fn credential_path(name: &str) -> Result<std::path::PathBuf, String> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(format!(
+            "credential name `{name}` must be a plain file name (as in LoadCredential=NAME:PATH)"
+        ));
+    }
+    match std::env::var_os(CREDENTIALS_DIRECTORY) {
+        Some(dir) if !dir.is_empty() => Ok(std::path::Path::new(&dir).join(name)),
+        _ => Err(format!(
+            "credential `{name}`: ${CREDENTIALS_DIRECTORY} is not set (is chatwatch running under systemd with LoadCredential={name}:...?)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,6 +87,9 @@ max_network_delay = "2s"
 backoff_increment = "100ms"
 max_backoff = "1s"
 
+[admin]
+listen = "127.0.0.1:0"
+
 [journal]
 dir = "{dir}/journal"
 fsync = "always"
@@ -416,6 +419,9 @@ async fn the_audit_file_written_by_the_daemon_verifies_and_catches_an_edit() {
 url = "http://127.0.0.1:{port}"
 server = "bayeux"
 use_env_proxy = false
+
+[admin]
+listen = "127.0.0.1:0"
 
 [journal]
 dir = "{dir}/journal"

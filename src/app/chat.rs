@@ -139,6 +139,7 @@ pub async fn run(
         protocol,
         http,
         reauth_delay: config.bayeux.reauth_delay,
+        heartbeat: Default::default(),
     };
     let task = tokio::spawn(client::run(settings, hooks, tx, status_tx, stop.clone()));
     let result = async {

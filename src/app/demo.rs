@@ -22,7 +22,8 @@ use crate::gws::operations::{ChatOperation, ClosingText};
 use crate::gws::session::{GwsSession, SessionError};
 use crate::secret::Secret;
 use crate::service::config::{
-    AccountConfig, BayeuxConfig, Config, LogConfig, ServerKind, ShutdownConfig, TrackerConfig,
+    AccountConfig, Accounts, AdminConfig, BayeuxConfig, Config, LogConfig, ServerKind,
+    ShutdownConfig, TrackerConfig,
 };
 use crate::service::{self, ServiceError};
 use crate::sim::{ChatOffer, SimConfig, SimUser, Simulator};
@@ -78,6 +79,7 @@ pub enum DemoError {
 /// event in `dir/events.jsonl`, and transitions into `LeftChat` in `dir/left-chat.jsonl`.
 pub fn demo_config(sim_url: &Url, dir: &std::path::Path) -> Config {
     let account = AccountConfig {
+        name: None,
         enabled: true,
         url: sim_url.clone(),
         notifications_path: "/api/v2/notifications".to_owned(),
@@ -85,6 +87,7 @@ pub fn demo_config(sim_url: &Url, dir: &std::path::Path) -> Config {
         password: Some(Secret::new(PASSWORD)),
         password_env: None,
         password_file: None,
+        password_credential: None,
         channels: vec!["/v2/me/chats".to_owned()],
         ca_file: None,
         danger_accept_invalid_certs: false,
@@ -121,13 +124,18 @@ pub fn demo_config(sim_url: &Url, dir: &std::path::Path) -> Config {
     let mut journal = crate::journal::JournalConfig::new(dir.join("journal"));
     journal.fsync = crate::journal::JournalFsync::Interval;
     Config {
-        accounts: BTreeMap::from([("main".to_owned(), account)]),
+        accounts: Accounts(BTreeMap::from([("main".to_owned(), account)])),
         journal,
         bayeux: BayeuxConfig::default(),
         tracker: TrackerConfig::default(),
         log: LogConfig::default(),
         sinks,
         shutdown: ShutdownConfig::default(),
+        // A free port: the demo must not collide with a daemon already running here.
+        admin: AdminConfig {
+            enabled: true,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        },
     }
 }
 

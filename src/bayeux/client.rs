@@ -77,6 +77,44 @@ pub struct SessionSettings {
     pub http: HttpSettings,
     /// Wait before starting over after the server refused the session (`reconnect: none`).
     pub reauth_delay: Duration,
+    /// Beaten by the session loop at least every [`HEARTBEAT_EVERY`] while it runs (the
+    /// systemd watchdog checks it).
+    pub heartbeat: Heartbeat,
+}
+
+/// How often an idle session loop proves it is alive.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+
+/// A loop's proof of life: the time of its last beat. Cheap to clone; clones share the beat.
+#[derive(Debug, Clone)]
+pub struct Heartbeat(Arc<std::sync::atomic::AtomicU64>);
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        let beat = Heartbeat(Arc::new(std::sync::atomic::AtomicU64::new(0)));
+        beat.beat();
+        beat
+    }
+}
+
+impl Heartbeat {
+    fn epoch() -> Instant {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    }
+
+    /// Records a beat now.
+    pub fn beat(&self) {
+        let ms = Self::epoch().elapsed().as_millis() as u64;
+        self.0.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Time since the last beat.
+    pub fn age(&self) -> Duration {
+        let last = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        let now = Self::epoch().elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(last))
+    }
 }
 
 /// What a session reports about itself, for readiness checks and tests.
@@ -154,7 +192,10 @@ pub async fn run<H: SessionHooks, M: From<Delivery> + Send + 'static>(
     let labels = [("account", account.clone())];
     info!(account = %account, url = %settings.http.url, channels = ?settings.protocol.channels, "session starting");
 
+    let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        settings.heartbeat.beat();
         let now = Instant::now();
         while let Some(req) = proto.poll_transmit(now) {
             debug!(account = %account, kind = ?req.kind, id = req.id, "sending {}", summarize(&req.messages));
@@ -251,6 +292,7 @@ pub async fn run<H: SessionHooks, M: From<Delivery> + Send + 'static>(
                 }
             }
             _ = sleep_until(wake.unwrap_or(now)), if wake.is_some() => {}
+            _ = beat.tick() => {}
             _ = shutdown.cancelled(), if shutdown_deadline.is_none() => {
                 info!(account = %account, "disconnecting");
                 let _ = tokio::time::timeout(settings.protocol.max_network_delay, hooks.stopping()).await;

@@ -462,6 +462,31 @@ pub struct JournalStatus {
     pub sinks: Vec<SinkStatus>,
 }
 
+/// What [`Journal::probe`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriterProbe {
+    /// The writer answered: appends work.
+    Writable,
+    /// The writer is alive but waits for sinks to free space (`when_full = "block"`).
+    Full,
+    /// The writer did not answer in time (a hung disk?).
+    Stuck,
+    /// Appends fail (closed, or an earlier write error poisoned the journal).
+    Failed(String),
+}
+
+impl WriterProbe {
+    /// Whether appends work now.
+    pub fn is_writable(&self) -> bool {
+        matches!(self, WriterProbe::Writable)
+    }
+
+    /// Whether the writer thread is alive (writable or waiting for space).
+    pub fn is_alive(&self) -> bool {
+        matches!(self, WriterProbe::Writable | WriterProbe::Full)
+    }
+}
+
 /// The durable journal. Cheap to clone; all clones share one writer thread.
 #[derive(Clone)]
 pub struct Journal {
@@ -652,6 +677,19 @@ impl Journal {
     /// how many segments were deleted.
     pub fn collect_garbage(&self) -> Result<usize, JournalError> {
         self.inner.shared.collect_garbage()
+    }
+
+    /// Checks that the writer thread answers: an empty append must come back within `within`.
+    /// Used by readiness (`/readyz`) and the systemd watchdog.
+    pub async fn probe(&self, within: std::time::Duration) -> WriterProbe {
+        match tokio::time::timeout(within, self.append(Vec::new())).await {
+            Ok(Ok(_)) => WriterProbe::Writable,
+            Ok(Err(e)) => WriterProbe::Failed(e.to_string()),
+            Err(_) if self.inner.shared.waiting_for_space.load(Ordering::SeqCst) => {
+                WriterProbe::Full
+            }
+            Err(_) => WriterProbe::Stuck,
+        }
     }
 
     /// A snapshot of positions, sizes and per-sink backlogs.

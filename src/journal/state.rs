@@ -178,6 +178,8 @@ pub(crate) struct Shared {
     pub wake: Wake,
     /// Set by `close`: a writer blocked on a full journal gives up.
     pub closing: AtomicBool,
+    /// Set while the writer waits for sinks to free space (`when_full = "block"`).
+    pub waiting_for_space: AtomicBool,
     /// Serialises cursor stores and `retain_sinks`.
     pub cursor_store: Mutex<()>,
     pub metrics: Metrics,

@@ -75,6 +75,7 @@ pub(crate) fn start(
         state: Mutex::new(state),
         wake: Wake::default(),
         closing: AtomicBool::new(false),
+        waiting_for_space: AtomicBool::new(false),
         cursor_store: Mutex::new(()),
         metrics,
         cfg,
@@ -364,7 +365,9 @@ impl Writer {
                         });
                     }
                     self.log_full("waiting for sinks to catch up (when_full = \"block\")");
+                    self.shared.waiting_for_space.store(true, Ordering::SeqCst);
                     self.shared.wake.wait(seen, FULL_LOG_PERIOD);
+                    self.shared.waiting_for_space.store(false, Ordering::SeqCst);
                 }
             }
         }

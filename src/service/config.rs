@@ -67,10 +67,11 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The GWS accounts to listen for, by name (`[accounts.<name>]`). Each has its own session,
-    /// cookie jar and chat tracker; the name is carried in every event.
+    /// The GWS accounts to listen for: `[[accounts]]` tables with a `name`, or (equivalently,
+    /// and overridable from the environment) `[accounts.<name>]` tables. Each has its own
+    /// session, cookie jar and chat tracker; the name is carried in every event and metric.
     #[serde(default)]
-    pub accounts: BTreeMap<String, AccountConfig>,
+    pub accounts: Accounts,
     /// Bayeux protocol timing, shared by every account.
     #[serde(default)]
     pub bayeux: BayeuxConfig,
@@ -89,12 +90,138 @@ pub struct Config {
     /// Shutdown behaviour.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// The admin HTTP listener: `/metrics`, `/livez`, `/readyz`.
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// The accounts by name. Deserialises from an array of tables with a `name` key
+/// (`[[accounts]]`) or from a table of tables (`[accounts.<name>]`); serialises as the array.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Accounts(pub BTreeMap<String, AccountConfig>);
+
+impl std::ops::Deref for Accounts {
+    type Target = BTreeMap<String, AccountConfig>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Accounts {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Serialize for Accounts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for (name, account) in &self.0 {
+            let mut named = account.clone();
+            named.name = Some(name.clone());
+            seq.serialize_element(&named)?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Accounts {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Accounts;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of [[accounts]] tables, or [accounts.<name>] tables")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Accounts, A::Error> {
+                let mut map = BTreeMap::new();
+                while let Some(mut account) = seq.next_element::<AccountConfig>()? {
+                    let name = account.name.take().ok_or_else(|| {
+                        serde::de::Error::custom("an [[accounts]] entry has no `name`")
+                    })?;
+                    check_account_name(&name).map_err(serde::de::Error::custom)?;
+                    if map.insert(name.clone(), account).is_some() {
+                        return Err(serde::de::Error::custom(format!(
+                            "two accounts are named `{name}`"
+                        )));
+                    }
+                }
+                Ok(Accounts(map))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<Accounts, A::Error> {
+                let mut map = BTreeMap::new();
+                while let Some((name, mut account)) =
+                    access.next_entry::<String, AccountConfig>()?
+                {
+                    if let Some(inner) = account.name.take() {
+                        if inner != name {
+                            return Err(serde::de::Error::custom(format!(
+                                "[accounts.{name}] has `name = \"{inner}\"`; drop it or make them equal"
+                            )));
+                        }
+                    }
+                    check_account_name(&name).map_err(serde::de::Error::custom)?;
+                    map.insert(name, account);
+                }
+                Ok(Accounts(map))
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
+}
+
+/// Account names go into metrics labels, file names and log lines: keep them plain.
+fn check_account_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "account name `{name}`: use 1 to 64 of A-Z a-z 0-9 _ - ."
+        ))
+    }
+}
+
+/// The admin HTTP listener.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Serve `/metrics`, `/livez` and `/readyz`. Default: true.
+    pub enabled: bool,
+    /// Address to listen on. Anything but a loopback address exposes the metrics to the
+    /// network: put it behind a firewall. Port 0 picks a free port (logged). Default:
+    /// `127.0.0.1:9464`.
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
 }
 
 /// One GWS account: where to connect, as whom, and which channels to follow.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountConfig {
+    /// The account name, in `[[accounts]]` form (in `[accounts.<name>]` form the table name is
+    /// the account name). Letters, digits, `_`, `-`, `.`; at most 64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Set to false to keep the account in the file without running it. Default: true.
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -115,6 +242,10 @@ pub struct AccountConfig {
     /// Path of a file whose content (without a trailing newline) is the password. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
+    /// Name of a systemd credential (`LoadCredential=NAME:/path` in the unit) holding the
+    /// password: the file `$CREDENTIALS_DIRECTORY/NAME`. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_credential: Option<String>,
     /// Channels (names or globs `*`, `**`) to stay subscribed to. Default: `["/v2/me/chats"]`.
     #[serde(default = "default_channels")]
     pub channels: Vec<String>,
@@ -161,7 +292,7 @@ pub enum ServerKind {
 }
 
 /// Bayeux timing. The server's advice overrides `default_timeout` and `default_max_interval`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BayeuxConfig {
     /// Allowance for the network on every request; a connect may take the server's hold time
@@ -211,7 +342,7 @@ impl Default for BayeuxConfig {
 }
 
 /// The chat tracker.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrackerConfig {
     /// Most chats remembered per account; beyond it the least recently seen is forgotten (and
@@ -226,23 +357,31 @@ impl Default for TrackerConfig {
 }
 
 /// Format of chatwatch's own log lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
-    /// Human-readable lines.
+    /// `journald` when standard output is connected to the systemd journal
+    /// (`$JOURNAL_STREAM`), `human` on a terminal, `json` otherwise.
+    #[default]
+    Auto,
+    /// Human-readable lines on standard output.
     Human,
-    /// One JSON object per line.
+    /// One JSON object per line on standard output.
     Json,
+    /// Native journald entries with structured fields (`ACCOUNT=`, `SINK=`, ...), falling
+    /// back to JSON on standard output when the journal socket is not there.
+    Journald,
 }
 
 /// chatwatch's own log output (on standard output).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// Level filter in `RUST_LOG` syntax (`info`, `chatwatch=debug`); `RUST_LOG` overrides it.
     /// Default: `info`.
     pub level: String,
-    /// `human` or `json`. Default: `human`.
+    /// `auto`, `human`, `json` or `journald`. Default: `auto` (journald under systemd, human
+    /// on a terminal, JSON otherwise).
     pub format: LogFormat,
 }
 
@@ -250,13 +389,13 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".to_owned(),
-            format: LogFormat::Human,
+            format: LogFormat::Auto,
         }
     }
 }
 
 /// Shutdown behaviour.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownConfig {
     /// How long sinks may take to write what is queued when chatwatch stops. Default: 10s.
@@ -362,10 +501,11 @@ impl Config {
         if !self.accounts.values().any(|a| a.enabled) {
             return Err(invalid(
                 "accounts".into(),
-                "no enabled account: add an [accounts.<name>] table with at least `url`".into(),
+                "no enabled account: add an [[accounts]] table with at least `name` and `url`"
+                    .into(),
             ));
         }
-        for (name, account) in &self.accounts {
+        for (name, account) in self.accounts.iter() {
             let key = |field: &str| format!("accounts.{name}.{field}");
             if !matches!(account.url.scheme(), "http" | "https") {
                 return Err(invalid(
@@ -396,6 +536,7 @@ impl Config {
                 account.password.is_some(),
                 account.password_env.is_some(),
                 account.password_file.is_some(),
+                account.password_credential.is_some(),
             ]
             .iter()
             .filter(|s| **s)
@@ -403,7 +544,7 @@ impl Config {
             if sources > 1 {
                 return Err(invalid(
                     key("password"),
-                    "set only one of `password`, `password_env` and `password_file`".into(),
+                    "set only one of `password`, `password_env`, `password_file` and `password_credential`".into(),
                 ));
             }
             if sources == 1 && account.username.is_none() {
@@ -494,9 +635,28 @@ impl AccountConfig {
                 }),
             };
         }
-        if let Some(path) = &self.password_file {
+        let credential;
+        let path = match (&self.password_file, &self.password_credential) {
+            (Some(path), _) => Some(path),
+            (None, Some(cred)) => {
+                credential = crate::secret::credential_path(cred).map_err(|message| {
+                    ConfigError::Secret {
+                        key: format!("accounts.{name}.password_credential"),
+                        message,
+                    }
+                })?;
+                Some(&credential)
+            }
+            (None, None) => None,
+        };
+        let field = if self.password_file.is_some() {
+            "password_file"
+        } else {
+            "password_credential"
+        };
+        if let Some(path) = path {
             let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Secret {
-                key: format!("accounts.{name}.password_file"),
+                key: format!("accounts.{name}.{field}"),
                 message: format!("cannot read {}: {e}", path.display()),
             })?;
             let value = text
@@ -505,7 +665,7 @@ impl AccountConfig {
                 .unwrap_or(&text);
             if value.is_empty() {
                 return Err(ConfigError::Secret {
-                    key: format!("accounts.{name}.password_file"),
+                    key: format!("accounts.{name}.{field}"),
                     message: format!("{} is empty", path.display()),
                 });
             }

@@ -2,30 +2,39 @@
 //! Bayeux session and one event pipeline per account into the shared sink fan-out, and shuts
 //! everything down in order when asked.
 //!
+//! Around that: the admin listener ([`admin`]: `/metrics`, `/livez`, `/readyz`), the shared
+//! [`health`] state, systemd notifications and the watchdog ([`notify`]), and SIGHUP, which
+//! reloads the configuration file and adds, removes or restarts only the accounts and sinks
+//! that changed (an invalid file changes nothing).
+//!
 //! The path of an event: session task → bounded channel → pipeline task ([`crate::pipeline`]:
 //! GWS decode, chat tracker, event record) → the durable [`Journal`] → one delivery task per
 //! sink reading the journal at its own cursor ([`crate::delivery`]). The session never waits on a
 //! sink: only on the journal's append.
 
+pub mod accounts;
+pub mod admin;
 pub mod config;
+pub mod health;
+pub mod logging;
+pub mod notify;
 
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::bayeux::client::{self, SessionSettings, SessionStatus};
+use crate::bayeux::client::{self, SessionStatus};
 use crate::delivery::Delivery;
-use crate::gws::session::{GwsHooks, GwsSession, SessionError};
+use crate::gws::session::SessionError;
 use crate::journal::{Journal, JournalError};
-use crate::pipeline::{self, PipelineInput};
-use config::{Config, ConfigError, LogFormat, ServerKind};
-
-/// Deliveries buffered between a session and its pipeline.
-const PIPELINE_CAPACITY: usize = 4096;
+use crate::pipeline;
+use accounts::{AccountExit, AccountPlan, AccountSet};
+use config::{Config, ConfigError};
+use health::Health;
+use logging::LogHandle;
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -48,29 +57,35 @@ pub enum ServiceError {
     /// A pipeline could no longer store events.
     #[error("{0}")]
     Pipeline(#[from] pipeline::PipelineError),
+    /// The admin listener could not start.
+    #[error("{0}")]
+    Admin(#[from] admin::AdminError),
 }
 
-/// Installs the global tracing subscriber: `RUST_LOG` if set, else the configured level; human
-/// or JSON lines on standard output.
-pub fn init_logging(log: &config::LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout);
-    let _ = match log.format {
-        LogFormat::Human => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+/// Installs the global tracing subscriber (see [`logging`]); returns the handle a reload uses
+/// to change the level.
+pub fn init_logging(log: &config::LogConfig) -> LogHandle {
+    logging::init(log)
 }
 
 /// Handles on a running daemon, for tests and the CLI.
 #[derive(Debug)]
 pub struct Running {
-    /// Each enabled account's session status, by account name.
+    /// Each enabled account's session status, by account name (as started).
     pub status: Vec<(String, watch::Receiver<SessionStatus>)>,
+    /// The admin listener's address, when it is enabled.
+    pub admin: Option<std::net::SocketAddr>,
+    /// The daemon's health (readiness as `/readyz` reports it).
+    pub health: Health,
+}
+
+/// Where a SIGHUP reload reads the configuration from, and how it changes the log level.
+#[derive(Debug, Clone)]
+pub struct Reload {
+    /// The configuration file (with `CHATWATCH__…` overrides from the environment).
+    pub file: PathBuf,
+    /// Changes the log level.
+    pub log: LogHandle,
 }
 
 /// Runs the daemon described by `config` until `shutdown` is cancelled: sessions disconnect,
@@ -79,124 +94,214 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     run_with(config, shutdown, |_| {}).await
 }
 
-/// [`run`], calling `started` once every session task is spawned.
+/// [`run`], calling `started` once every session task is spawned. SIGHUP only reopens files.
 pub async fn run_with(
     config: Config,
     shutdown: CancellationToken,
     started: impl FnOnce(Running),
 ) -> Result<(), ServiceError> {
+    serve(config, None, shutdown, started).await
+}
+
+/// The daemon as `chatwatch run` runs it: [`run`], plus SIGHUP reloading `reload.file`.
+pub async fn run_reloadable(
+    config: Config,
+    reload: Reload,
+    shutdown: CancellationToken,
+) -> Result<(), ServiceError> {
+    serve(config, Some(reload), shutdown, |_| {}).await
+}
+
+async fn serve(
+    config: Config,
+    reload: Option<Reload>,
+    shutdown: CancellationToken,
+    started: impl FnOnce(Running),
+) -> Result<(), ServiceError> {
     // Build everything that can fail on configuration before starting anything.
-    let mut sessions = Vec::new();
-    for (name, account) in config.accounts.iter().filter(|(_, a)| a.enabled) {
-        let http = account.http_settings(name, &config.bayeux)?;
-        // Fail fast on a bad CA file or proxy: the same construction the session will do.
-        crate::bayeux::transport::LongPolling::new(&http).map_err(|source| {
-            client::ClientError::Build {
-                account: name.clone(),
-                source,
-            }
-        })?;
-        let gws = match account.server {
-            ServerKind::Gws => {
-                let timeout = config.bayeux.max_network_delay;
-                let session = GwsSession::new(name, account.url.clone(), http.clone(), timeout)?;
-                Some((Arc::new(session), account.gws_behaviour()))
-            }
-            ServerKind::Bayeux => None,
-        };
-        let settings = SessionSettings {
-            account: name.clone(),
-            protocol: account.protocol_config(&config.bayeux),
-            http,
-            reauth_delay: config.bayeux.reauth_delay,
-        };
-        sessions.push((settings, gws));
-    }
+    let plans = AccountPlan::build_all(&config)?;
+    let prometheus = admin::install_recorder();
     let journal = Journal::open(config.journal.clone())?;
     let recovery = journal.recovery();
     if recovery.truncated_bytes > 0 || recovery.corrupt_records > 0 {
         warn!(report = ?recovery, "the journal was repaired at start");
     }
-    let sink_names: Vec<String> = config.sinks.keys().cloned().collect();
-    let delivery = Delivery::start(
+    let mut delivery = Delivery::start(
         journal.clone(),
         config.sinks.clone().into_iter().collect(),
         config.shutdown.drain_timeout,
     )
     .await?;
-    let reopen = delivery.reopen_handle();
-    let hup = tokio::spawn(async move {
-        #[cfg(unix)]
-        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
-            while hup.recv().await.is_some() {
-                info!("SIGHUP: reopening sink files");
-                let _ = reopen.send(());
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = reopen;
-    });
+    let listener = if config.admin.enabled {
+        Some(admin::AdminListener::bind(config.admin.listen).await?)
+    } else {
+        None
+    };
+    let admin_addr = listener.as_ref().and_then(|l| l.local_addr());
+    let health = Health::new(journal.clone());
+    let background = CancellationToken::new();
+    let admin_task = listener.map(|l| l.serve(health.clone(), prometheus, background.clone()));
+    let supervisor = tokio::spawn(notify::supervise(health.clone(), background.clone()));
+
+    let (exits_tx, mut exits) = mpsc::unbounded_channel::<AccountExit>();
+    let mut accounts = AccountSet::new(journal.clone(), health.clone(), exits_tx);
+    let mut statuses = Vec::new();
+    for (name, plan) in plans {
+        statuses.push((name, accounts.start(plan)));
+    }
     info!(
-        accounts = sessions.len(),
-        sinks = ?sink_names,
+        accounts = ?accounts.names(),
+        sinks = ?delivery.sink_names(),
         journal = %config.journal.dir.display(),
+        admin = ?admin_addr,
         "chatwatch started"
     );
+    // Ready means "running and able to accept events", not "GWS is reachable": a remote
+    // outage must not turn into a start timeout. /readyz tells the rest.
+    notify::ready(&health.status_line());
+    started(Running {
+        status: statuses,
+        admin: admin_addr,
+        health: health.clone(),
+    });
 
-    let session_stop = shutdown.child_token();
-    let mut session_tasks = JoinSet::new();
-    let mut pipeline_tasks = JoinSet::new();
-    let mut statuses = Vec::new();
-    for (settings, gws) in sessions {
-        let (tx, rx) = mpsc::channel::<PipelineInput>(PIPELINE_CAPACITY);
-        let (status_tx, status_rx) = watch::channel(SessionStatus::default());
-        statuses.push((settings.account.clone(), status_rx));
-        let account = settings.account.clone();
-        let max_chats = config.tracker.max_chats;
-        pipeline_tasks.spawn(pipeline::run(account, rx, journal.clone(), max_chats));
-        let stop = session_stop.clone();
-        match gws {
-            Some((session, behaviour)) => {
-                let hooks = Arc::new(GwsHooks::new(session, behaviour, tx.clone()));
-                session_tasks.spawn(client::run(settings, hooks, tx, status_tx, stop));
-            }
-            None => {
-                let http = settings.http.clone();
-                let hooks = Arc::new(client::PlainBayeux { http });
-                session_tasks.spawn(client::run(settings, hooks, tx, status_tx, stop));
-            }
-        }
-    }
-    started(Running { status: statuses });
-
+    let mut hup = hangup_signal();
+    let mut current = config;
     let mut first_error = None;
-    while let Some(joined) = session_tasks.join_next().await {
-        match joined {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                error!(error = %e, "session stopped");
-                first_error.get_or_insert(ServiceError::Session(e));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(exit) = exits.recv() => {
+                if accounts.take_exit(&exit) {
+                    if let Err(e) = exit.result {
+                        error!(account = %exit.name, error = %e, "account stopped; the other accounts go on");
+                        first_error.get_or_insert(e);
+                    }
+                    if accounts.names().is_empty() {
+                        error!("no account is running any more; stopping");
+                        break;
+                    }
+                }
             }
-            Err(e) => error!(error = %e, "session task failed"),
+            Some(()) = recv_hangup(&mut hup) => {
+                delivery.reopen();
+                match &reload {
+                    Some(reload) => {
+                        notify::reloading();
+                        current = apply_reload(current, reload, &mut accounts, &mut delivery).await;
+                        notify::ready(&health.status_line());
+                    }
+                    None => info!("SIGHUP: reopening sink files"),
+                }
+            }
         }
     }
-    // Every session has disconnected and dropped its sender: pipelines append what they hold.
-    while let Some(joined) = pipeline_tasks.join_next().await {
-        if let Ok(Err(e)) = joined {
-            error!(error = %e, "pipeline stopped");
-            first_error.get_or_insert(ServiceError::Pipeline(e));
+
+    // Shutdown: readiness false, sessions disconnect, pipelines append, sinks drain, sync.
+    info!("stopping: disconnecting sessions, then draining sinks");
+    health.set_stopping();
+    notify::stopping();
+    let drain = current.shutdown.drain_timeout;
+    notify::extend_timeout(drain + Duration::from_secs(40));
+    accounts.stop_all().await;
+    while let Ok(exit) = exits.try_recv() {
+        if let Err(e) = exit.result {
+            first_error.get_or_insert(e);
         }
     }
-    // Then the sinks deliver what the journal holds, within the drain timeout, and close.
-    delivery
-        .shutdown(config.shutdown.drain_timeout + Duration::from_secs(5))
-        .await;
-    hup.abort();
+    delivery.shutdown(drain + Duration::from_secs(5)).await;
     if let Err(e) = journal.close().await {
         error!(error = %e, "final journal sync failed");
         first_error.get_or_insert(ServiceError::Journal(e));
     }
+    background.cancel();
+    let _ = supervisor.await;
+    if let Some(task) = admin_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
     info!("chatwatch stopped");
     first_error.map_or(Ok(()), Err)
+}
+
+/// Reloads the configuration from `reload.file` and applies what changed. Returns the
+/// configuration now in force: the new one, or the old one when the new one is invalid (the
+/// reason is logged and counted in `chatwatch_config_reloads_total{result="failed"}`).
+async fn apply_reload(
+    current: Config,
+    reload: &Reload,
+    accounts: &mut AccountSet,
+    delivery: &mut Delivery,
+) -> Config {
+    let failed = |current: Config, why: String| {
+        metrics::counter!("chatwatch_config_reloads_total", "result" => "failed").increment(1);
+        error!(file = %reload.file.display(), error = %why, "SIGHUP: the new configuration cannot be used; still running on the previous one");
+        current
+    };
+    info!(file = %reload.file.display(), "SIGHUP: reloading the configuration");
+    let mut next = match Config::load(&reload.file) {
+        Ok(next) => next,
+        Err(e) => return failed(current, e.to_string()),
+    };
+    let plans = match AccountPlan::build_all(&next) {
+        Ok(plans) => plans,
+        Err(e) => return failed(current, e.to_string()),
+    };
+    // Settings that only a restart changes keep their running values.
+    if next.journal != current.journal {
+        warn!("SIGHUP: [journal] changed; that needs a restart, the running journal is kept");
+        next.journal = current.journal.clone();
+    }
+    if next.admin != current.admin {
+        warn!("SIGHUP: [admin] changed; that needs a restart, the running listener is kept");
+        next.admin = current.admin.clone();
+    }
+    if next.shutdown != current.shutdown {
+        warn!("SIGHUP: [shutdown] changed; that needs a restart, the running value is kept");
+        next.shutdown = current.shutdown.clone();
+    }
+    // Sinks first: their validation and opening can still refuse the reload as a whole.
+    let sinks = match delivery
+        .apply(next.sinks.clone().into_iter().collect())
+        .await
+    {
+        Ok(changes) => changes,
+        Err(e) => return failed(current, e.to_string()),
+    };
+    let changed = accounts.apply(plans).await;
+    if next.log != current.log {
+        match reload.log.set_level(&next.log.level) {
+            Ok(true) => info!(level = %next.log.level, "log level changed"),
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "cannot change the log level"),
+        }
+    }
+    metrics::counter!("chatwatch_config_reloads_total", "result" => "ok").increment(1);
+    info!(
+        accounts_added = ?changed.added,
+        accounts_removed = ?changed.removed,
+        accounts_restarted = ?changed.restarted,
+        sinks_added = ?sinks.added,
+        sinks_removed = ?sinks.removed,
+        sinks_restarted = ?sinks.restarted,
+        "SIGHUP: configuration reloaded"
+    );
+    next
+}
+
+/// The SIGHUP stream (`None` where there is no such signal or it cannot be installed).
+fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGHUP; reload and reopen are off");
+            None
+        }
+    }
+}
+
+async fn recv_hangup(hup: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match hup {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
 }

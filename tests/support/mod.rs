@@ -201,6 +201,9 @@ default_max_interval = "2s"
 reauth_delay = "1s"
 {extra}
 
+[admin]
+listen = "127.0.0.1:0"
+
 [journal]
 dir = "{journal}"
 
@@ -236,6 +239,9 @@ backoff_increment = "200ms"
 max_backoff = "2s"
 default_max_interval = "2s"
 reauth_delay = "1s"
+
+[admin]
+listen = "127.0.0.1:0"
 
 [journal]
 dir = "{journal}"

@@ -141,6 +141,10 @@ pub struct AuditSinkConfig {
     /// Default: none (plain SHA-256).
     #[serde(default)]
     pub hmac_key_file: Option<PathBuf>,
+    /// Like `hmac_key_file`, from the systemd credential of that name
+    /// (`$CREDENTIALS_DIRECTORY/NAME`, `LoadCredential=NAME:/path` in the unit). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac_key_credential: Option<String>,
     /// Which events this sink receives; default: all.
     #[serde(default)]
     pub filter: FilterConfig,
@@ -189,6 +193,7 @@ impl AuditSinkConfig {
             keep_files: None,
             keep_age: None,
             hmac_key_file: None,
+            hmac_key_credential: None,
             filter: FilterConfig::default(),
         }
     }
@@ -239,6 +244,12 @@ impl AuditSinkConfig {
             .is_some_and(|p| p.as_os_str().is_empty())
         {
             return Err(SinkError::invalid("hmac_key_file", "must not be empty"));
+        }
+        if self.hmac_key_file.is_some() && self.hmac_key_credential.is_some() {
+            return Err(SinkError::invalid(
+                "hmac_key_credential",
+                "set only one of `hmac_key_file` and `hmac_key_credential`",
+            ));
         }
         self.filter.validate()
     }
@@ -365,7 +376,15 @@ impl AuditOutput {
             path: path.to_owned(),
             error,
         };
-        let key = match &config.hmac_key_file {
+        let key_file = match (&config.hmac_key_file, &config.hmac_key_credential) {
+            (Some(file), _) => Some(file.clone()),
+            (None, Some(name)) => Some(
+                crate::secret::credential_path(name)
+                    .map_err(|m| SinkError::invalid("hmac_key_credential", m).in_sink(sink))?,
+            ),
+            (None, None) => None,
+        };
+        let key = match &key_file {
             Some(key_file) => Some(read_hmac_key(key_file).map_err(|e| open_error(key_file, e))?),
             None => None,
         };

@@ -53,7 +53,7 @@ const RESERVED_HEADERS: &[&str] = &[
 ];
 
 /// Where a secret comes from: exactly one of `{ value = "..." }`, `{ env = "VAR" }` or
-/// `{ file = "/path" }` (an externally tagged table with one key).
+/// `{ file = "/path" }` or `{ credential = "NAME" }` (an externally tagged table with one key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SecretSource {
@@ -63,6 +63,28 @@ pub enum SecretSource {
     Env(String),
     /// A file holding the secret (one trailing `\n` or `\r\n` is removed; must be non-empty).
     File(PathBuf),
+    /// A systemd credential (`LoadCredential=NAME:/path` in the unit): the file
+    /// `$CREDENTIALS_DIRECTORY/NAME`, read like `file`.
+    Credential(String),
+}
+
+/// Reads a secret file: one trailing `\n` or `\r\n` removed, must not be empty. Errors name
+/// `key` and the path, never the content.
+fn read_secret_file(path: &Path, key: String) -> Result<Secret, SinkError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        SinkError::invalid(key.clone(), format!("cannot read {}: {e}", path.display()))
+    })?;
+    let value = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if value.is_empty() {
+        return Err(SinkError::invalid(
+            key,
+            format!("{} is empty", path.display()),
+        ));
+    }
+    Ok(Secret::new(value))
 }
 
 impl SecretSource {
@@ -81,6 +103,9 @@ impl SecretSource {
                 format!("{field}.file"),
                 "must name a file",
             )),
+            Self::Credential(name) if name.is_empty() || name.contains('/') => Err(
+                SinkError::invalid(format!("{field}.credential"), "must be a plain file name"),
+            ),
             _ => Ok(()),
         }
     }
@@ -97,25 +122,13 @@ impl SecretSource {
                     format!("environment variable `{var}` is not set or empty"),
                 )),
             },
-            Self::File(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    SinkError::invalid(
-                        format!("{field}.file"),
-                        format!("cannot read {}: {e}", path.display()),
-                    )
-                })?;
-                let value = text
-                    .strip_suffix('\n')
-                    .map(|t| t.strip_suffix('\r').unwrap_or(t))
-                    .unwrap_or(&text);
-                if value.is_empty() {
-                    return Err(SinkError::invalid(
-                        format!("{field}.file"),
-                        format!("{} is empty", path.display()),
-                    ));
-                }
-                Ok(Secret::new(value))
+            Self::Credential(name) => {
+                let key = format!("{field}.credential");
+                let path = crate::secret::credential_path(name)
+                    .map_err(|m| SinkError::invalid(key.clone(), m))?;
+                read_secret_file(&path, key)
             }
+            Self::File(path) => read_secret_file(path, format!("{field}.file")),
         }
     }
 }

@@ -1,0 +1,230 @@
+//! The admin HTTP listener (default `127.0.0.1:9464`): `/metrics` in the Prometheus text
+//! format, `/livez` (the process answers) and `/readyz` (every account subscribed and the
+//! journal writable; 503 with a JSON body naming what is not ready).
+//!
+//! Metrics are recorded anywhere in the code through the `metrics` facade; this module installs
+//! the process-wide Prometheus recorder once ([`install_recorder`]) and renders it on each
+//! scrape, after refreshing the state gauges (session state, journal size, sink backlog).
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::health::Health;
+
+/// Why the admin listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The address could not be bound.
+    #[error("admin listener: cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Buckets of `chatwatch_bayeux_connect_seconds`: a held connect returns after up to the hold
+/// time (30 s by default), a connect with pending deliveries in milliseconds.
+const CONNECT_BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
+/// Buckets of the webhook request histogram.
+const REQUEST_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 15.0];
+
+/// Installs the Prometheus recorder as the global `metrics` recorder, once per process, and
+/// records `chatwatch_build_info`. Returns `None` when another recorder was installed first
+/// (then `/metrics` says so).
+pub fn install_recorder() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("chatwatch_bayeux_connect_seconds".to_owned()),
+                    &CONNECT_BUCKETS,
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(crate::sinks::webhook::REQUEST_SECONDS.to_owned()),
+                        &REQUEST_BUCKETS,
+                    )
+                });
+            let handle = match builder.map(|b| b.install_recorder()) {
+                Ok(Ok(handle)) => Some(handle),
+                Ok(Err(e)) => {
+                    warn!(error = %e, "cannot install the Prometheus recorder; /metrics will be empty");
+                    None
+                }
+                Err(e) => {
+                    warn!(error = %e, "bad histogram buckets; /metrics will be empty");
+                    None
+                }
+            };
+            if handle.is_some() {
+                describe();
+                metrics::gauge!(
+                    "chatwatch_build_info",
+                    "version" => env!("CARGO_PKG_VERSION"),
+                    "rustc" => option_env!("CARGO_PKG_RUST_VERSION").unwrap_or("unknown"),
+                )
+                .set(1.0);
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Help texts for the metrics an operator looks at first.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(
+        "chatwatch_build_info",
+        "Always 1; the labels say which chatwatch this is."
+    );
+    describe_gauge!(
+        "chatwatch_ready",
+        "1 when every account is subscribed and the journal is writable (as /readyz)."
+    );
+    describe_gauge!(
+        "chatwatch_session_state",
+        "1 for the current Bayeux session state of each account, 0 for the others."
+    );
+    describe_gauge!(
+        "chatwatch_session_subscribed",
+        "1 while the account is connected and subscribed to every channel."
+    );
+    describe_counter!(
+        "chatwatch_bayeux_handshakes_total",
+        "Handshakes by result (ok, failed)."
+    );
+    describe_counter!(
+        "chatwatch_bayeux_rehandshakes_total",
+        "Sessions lost and handshaken again, by cause."
+    );
+    describe_histogram!(
+        "chatwatch_bayeux_connect_seconds",
+        Unit::Seconds,
+        "Round trip of /meta/connect requests (held by the server up to its timeout)."
+    );
+    describe_counter!(
+        "chatwatch_events_total",
+        "Events made, by account, kind, message type and chat state."
+    );
+    describe_counter!(
+        crate::event::DECODE_ERRORS_METRIC,
+        "Notifications whose payload could not be read as its message type (kept raw)."
+    );
+    describe_counter!(
+        "chatwatch_dropped_events_total",
+        "Events lost before the journal, by cause."
+    );
+    describe_gauge!(
+        "chatwatch_sink_backlog_events",
+        "Journal records a sink has yet to deliver."
+    );
+    describe_counter!(crate::sinks::DELIVERED_EVENTS, "Events a sink delivered.");
+    describe_counter!(
+        "chatwatch_config_reloads_total",
+        "Configuration reloads (SIGHUP) by result."
+    );
+    crate::journal::describe_metrics();
+}
+
+/// What the admin routes need.
+#[derive(Clone)]
+struct AdminState {
+    health: Health,
+    prometheus: Option<PrometheusHandle>,
+}
+
+/// A bound admin listener, not yet serving.
+#[derive(Debug)]
+pub struct AdminListener {
+    listener: TcpListener,
+}
+
+impl AdminListener {
+    /// Binds `addr`. Binding happens before `READY=1`, so a port in use fails the start.
+    pub async fn bind(addr: SocketAddr) -> Result<AdminListener, AdminError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| AdminError::Bind { addr, source })?;
+        Ok(AdminListener { listener })
+    }
+
+    /// The address actually bound (with the port chosen for port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serves until `stop` is cancelled.
+    pub fn serve(
+        self,
+        health: Health,
+        prometheus: Option<PrometheusHandle>,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let app = Router::new()
+            .route("/metrics", get(metrics_route))
+            .route("/livez", get(livez))
+            .route("/readyz", get(readyz))
+            .with_state(AdminState { health, prometheus });
+        if let Some(addr) = self.local_addr() {
+            info!(%addr, "admin listener: /metrics /livez /readyz");
+        }
+        tokio::spawn(async move {
+            let served = axum::serve(self.listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                warn!(error = %e, "admin listener stopped");
+            }
+        })
+    }
+}
+
+async fn metrics_route(State(state): State<AdminState>) -> Response {
+    let Some(prometheus) = &state.prometheus else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics unavailable: another metrics recorder is installed in this process\n",
+        )
+            .into_response();
+    };
+    state.health.update_gauges();
+    let body = prometheus.render();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn livez() -> Response {
+    (StatusCode::OK, Json(serde_json::json!({"live": true}))).into_response()
+}
+
+async fn readyz(State(state): State<AdminState>) -> Response {
+    let readiness = state.health.readiness();
+    let code = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(readiness)).into_response()
+}
