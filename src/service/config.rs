@@ -895,6 +895,80 @@ type = "log"
     }
 
     #[test]
+    fn accounts_as_an_array_of_tables_or_a_table_of_tables() {
+        let array = r#"
+[[accounts]]
+name = "east"
+url = "http://127.0.0.1:8080"
+
+[[accounts]]
+name = "west"
+url = "http://127.0.0.1:8081"
+channels = ["/v2/me/*"]
+
+[sinks.console]
+type = "log"
+"#;
+        let f = write(array);
+        let c = Config::load_with_env(f.path(), no_env()).unwrap();
+        assert_eq!(c.accounts.keys().collect::<Vec<_>>(), ["east", "west"]);
+        assert_eq!(c.accounts["west"].channels, ["/v2/me/*"]);
+        assert_eq!(c.accounts["east"].name, None);
+        // Printed back as [[accounts]] with names, and read back the same.
+        let shown = toml::to_string(&c).unwrap();
+        assert!(
+            shown.contains("[[accounts]]") && shown.contains("name = \"west\""),
+            "{shown}"
+        );
+        let again = write(&shown);
+        let c2 = Config::load_with_env(again.path(), no_env()).unwrap();
+        assert_eq!(c2.accounts, c.accounts);
+
+        let f = write(MINIMAL);
+        let c = Config::load_with_env(f.path(), no_env()).unwrap();
+        assert!(c.accounts.contains_key("main"));
+    }
+
+    #[test]
+    fn account_names_are_checked() {
+        for (text, needle) in [
+            (
+                "[[accounts]]\nurl = \"http://h\"\n".to_owned(),
+                "has no `name`",
+            ),
+            (
+                "[[accounts]]\nname = \"a\"\nurl = \"http://h\"\n[[accounts]]\nname = \"a\"\nurl = \"http://h\"\n"
+                    .to_owned(),
+                "two accounts are named `a`",
+            ),
+            (
+                "[[accounts]]\nname = \"a b\"\nurl = \"http://h\"\n".to_owned(),
+                "account name `a b`",
+            ),
+            (
+                "[accounts.a]\nname = \"b\"\nurl = \"http://h\"\n".to_owned(),
+                "make them equal",
+            ),
+        ] {
+            let f = write(&format!("{text}\n[sinks.console]\ntype = \"log\"\n"));
+            let e = Config::load_with_env(f.path(), no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{needle}: {e}");
+            assert!(e.contains("accounts"), "{e}");
+        }
+    }
+
+    #[test]
+    fn admin_listener_defaults_to_loopback() {
+        let f = write(MINIMAL);
+        let c = Config::load_with_env(f.path(), no_env()).unwrap();
+        assert!(c.admin.enabled);
+        assert!(c.admin.listen.ip().is_loopback());
+        assert_eq!(c.log.format, LogFormat::Auto);
+    }
+
+    #[test]
     fn the_shipped_example_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/chatwatch.toml");
         let c = Config::load_with_env(&path, no_env()).unwrap();

@@ -209,11 +209,14 @@ async fn serve(
             first_error.get_or_insert(e);
         }
     }
-    delivery.shutdown(drain + Duration::from_secs(5)).await;
+    // Sync the journal first: that moves its head over everything appended, so the sinks'
+    // drain sees the last events too (with `fsync = "interval"` the head lags up to one
+    // interval behind the appends). Reading works after close.
     if let Err(e) = journal.close().await {
         error!(error = %e, "final journal sync failed");
         first_error.get_or_insert(ServiceError::Journal(e));
     }
+    delivery.shutdown(drain + Duration::from_secs(5)).await;
     background.cancel();
     let _ = supervisor.await;
     if let Some(task) = admin_task {

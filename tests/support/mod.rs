@@ -313,11 +313,20 @@ filter = {{ entered_states = ["LeftChat"] }}
 
     /// Starts `chatwatch run --config <config>`; the log goes to `dir/chatwatch.log`.
     pub fn start_with_config(dir: tempfile::TempDir, config: &Path) -> Daemon {
+        Self::start_with_env(dir, config, &[])
+    }
+
+    /// [`start_with_config`](Self::start_with_config) with extra environment variables.
+    pub fn start_with_env(dir: tempfile::TempDir, config: &Path, env: &[(&str, &str)]) -> Daemon {
         let log = std::fs::File::create(dir.path().join("chatwatch.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_chatwatch"))
             .args(["run", "--config"])
             .arg(config)
             .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -425,6 +434,11 @@ filter = {{ entered_states = ["LeftChat"] }}
         self.child
             .as_ref()
             .is_some_and(|c| Path::new(&format!("/proc/{}", c.id())).exists() && !is_zombie(c.id()))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
     }
 
     /// Sends a signal (`INT`, `TERM`, `KILL`).
