@@ -90,7 +90,11 @@ pub fn init(log: &LogConfig) -> LogHandle {
     let (filter, handle) = reload::Layer::new(filter);
     let output: Box<dyn Layer<_> + Send + Sync> = match resolve_format(log.format) {
         LogFormat::Journald => match tracing_journald::layer() {
-            Ok(layer) => Box::new(layer.with_syslog_identifier("chatwatch".to_owned())),
+            Ok(layer) => Box::new(
+                layer
+                    .with_syslog_identifier("chatwatch".to_owned())
+                    .with_field_prefix(None),
+            ),
             Err(_) => json_layer(),
         },
         LogFormat::Human | LogFormat::Auto => Box::new(
