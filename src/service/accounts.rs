@@ -171,7 +171,11 @@ impl AccountSet {
             .is_some_and(|r| r.generation == exit.generation);
         if current {
             self.running.remove(&exit.name);
-            self.health.remove_account(&exit.name);
+            let reason = match &exit.result {
+                Ok(()) => "the session ended".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            self.health.account_failed(&exit.name, reason);
         }
         current
     }

@@ -38,6 +38,8 @@ pub struct Health {
 #[derive(Debug)]
 struct Inner {
     accounts: Mutex<BTreeMap<String, AccountHealth>>,
+    /// Accounts whose task stopped on its own, with the reason (until started again).
+    failed: Mutex<BTreeMap<String, String>>,
     journal: Journal,
     probe: Mutex<WriterProbe>,
     stopping: AtomicBool,
@@ -76,6 +78,7 @@ impl Health {
         Health {
             inner: Arc::new(Inner {
                 accounts: Mutex::new(BTreeMap::new()),
+                failed: Mutex::new(BTreeMap::new()),
                 journal,
                 probe: Mutex::new(WriterProbe::Writable),
                 stopping: AtomicBool::new(false),
@@ -85,12 +88,30 @@ impl Health {
 
     /// Starts following `name` (replacing an earlier entry of that name).
     pub fn add_account(&self, name: &str, account: AccountHealth) {
+        self.failed().remove(name);
         self.accounts().insert(name.to_owned(), account);
     }
 
-    /// Stops following `name`.
+    /// Stops following `name` (stopped on purpose: removed from the configuration, or
+    /// shutdown).
     pub fn remove_account(&self, name: &str) {
+        self.failed().remove(name);
         self.accounts().remove(name);
+        set_account_gauges(name, None);
+    }
+
+    /// Records that `name` stopped on its own: readiness stays false until it runs again.
+    pub fn account_failed(&self, name: &str, reason: String) {
+        self.accounts().remove(name);
+        set_account_gauges(name, None);
+        self.failed().insert(name.to_owned(), reason);
+    }
+
+    fn failed(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.inner
+            .failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn accounts(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, AccountHealth>> {
@@ -163,6 +184,17 @@ impl Health {
                 },
             );
         }
+        for (name, reason) in self.failed().iter() {
+            not_ready.push(format!("account {name}: stopped: {reason}"));
+            accounts.insert(
+                name.clone(),
+                AccountReadiness {
+                    subscribed: false,
+                    state: "stopped",
+                    handshakes: 0,
+                },
+            );
+        }
         if accounts.is_empty() {
             not_ready.push("no account is running".to_owned());
         }
@@ -222,24 +254,9 @@ impl Health {
     /// Sets the gauges that describe state rather than count things: session state and
     /// subscription per account, journal size and positions, per-sink backlog.
     pub fn update_gauges(&self) {
-        use crate::bayeux::protocol::SessionState;
-        const STATES: [SessionState; 7] = [
-            SessionState::Handshaking,
-            SessionState::Connecting,
-            SessionState::Connected,
-            SessionState::Unconnected,
-            SessionState::Disconnecting,
-            SessionState::Disconnected,
-            SessionState::Terminated,
-        ];
         for (name, account) in self.accounts().iter() {
             let status = account.status.borrow().clone();
-            for state in STATES {
-                metrics::gauge!("chatwatch_session_state", "account" => name.clone(), "state" => state.as_str())
-                    .set(if state == status.state { 1.0 } else { 0.0 });
-            }
-            metrics::gauge!("chatwatch_session_subscribed", "account" => name.clone())
-                .set(if status.subscribed { 1.0 } else { 0.0 });
+            set_account_gauges(name, Some(&status));
         }
         let status = self.inner.journal.status();
         metrics::gauge!("chatwatch_journal_head_seq").set(status.head as f64);
@@ -252,5 +269,126 @@ impl Health {
         }
         let ready = self.readiness();
         metrics::gauge!("chatwatch_ready").set(if ready.ready { 1.0 } else { 0.0 });
+    }
+}
+
+/// Sets an account's state gauges from `status`, or all to 0 for an account that is not running.
+fn set_account_gauges(name: &str, status: Option<&SessionStatus>) {
+    use crate::bayeux::protocol::SessionState;
+    const STATES: [SessionState; 7] = [
+        SessionState::Handshaking,
+        SessionState::Connecting,
+        SessionState::Connected,
+        SessionState::Unconnected,
+        SessionState::Disconnecting,
+        SessionState::Disconnected,
+        SessionState::Terminated,
+    ];
+    for state in STATES {
+        let on = status.is_some_and(|s| s.state == state);
+        metrics::gauge!("chatwatch_session_state", "account" => name.to_owned(), "state" => state.as_str())
+            .set(if on { 1.0 } else { 0.0 });
+    }
+    let subscribed = status.is_some_and(|s| s.subscribed);
+    metrics::gauge!("chatwatch_session_subscribed", "account" => name.to_owned())
+        .set(if subscribed { 1.0 } else { 0.0 });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bayeux::protocol::SessionState;
+    use crate::journal::JournalConfig;
+
+    fn health() -> (Health, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(JournalConfig::new(dir.path().join("j"))).unwrap();
+        (Health::new(journal), dir)
+    }
+
+    #[tokio::test]
+    async fn readiness_needs_every_account_subscribed_and_a_writable_journal() {
+        let (health, _dir) = health();
+        assert!(!health.readiness().ready, "no account yet");
+        let (a_tx, a_rx) = watch::channel(SessionStatus::default());
+        let (b_tx, b_rx) = watch::channel(SessionStatus::default());
+        for (name, rx) in [("a", a_rx), ("b", b_rx)] {
+            health.add_account(
+                name,
+                AccountHealth {
+                    status: rx,
+                    heartbeat: Heartbeat::default(),
+                },
+            );
+        }
+        let subscribed = |tx: &watch::Sender<SessionStatus>, on: bool| {
+            tx.send_modify(|s| {
+                s.subscribed = on;
+                s.state = if on {
+                    SessionState::Connected
+                } else {
+                    SessionState::Unconnected
+                };
+            })
+        };
+        subscribed(&a_tx, true);
+        let r = health.readiness();
+        assert!(!r.ready);
+        assert_eq!(r.not_ready, ["account b: not subscribed (handshaking)"]);
+        subscribed(&b_tx, true);
+        assert_eq!(
+            health.probe_journal(Duration::from_secs(5)).await,
+            WriterProbe::Writable
+        );
+        let r = health.readiness();
+        assert!(r.ready, "{r:?}");
+        assert_eq!(r.accounts["a"].state, "connected");
+        assert!(health
+            .status_line()
+            .starts_with("2/2 accounts subscribed; journal writable"));
+
+        health.account_failed("b", "the journal cannot store events".into());
+        let r = health.readiness();
+        assert!(!r.ready);
+        assert_eq!(r.accounts["b"].state, "stopped");
+        assert!(r.not_ready[0].contains("account b: stopped"), "{r:?}");
+        health.remove_account("b");
+        assert!(health.readiness().ready);
+
+        health.journal().close().await.unwrap();
+        assert!(matches!(
+            health.probe_journal(Duration::from_secs(5)).await,
+            WriterProbe::Failed(_)
+        ));
+        let r = health.readiness();
+        assert!(!r.ready);
+        assert!(r.not_ready[0].starts_with("journal not writable"), "{r:?}");
+        assert!(health.progress().is_err());
+        health.set_stopping();
+        assert!(health.readiness().stopping);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_session_loop_stops_progress() {
+        let (health, _dir) = health();
+        let (_tx, rx) = watch::channel(SessionStatus::default());
+        let beat = Heartbeat::default();
+        health.add_account(
+            "a",
+            AccountHealth {
+                status: rx,
+                heartbeat: beat.clone(),
+            },
+        );
+        assert!(health.progress().is_ok());
+        tokio::time::advance(STUCK_AFTER / 2).await;
+        beat.beat();
+        tokio::time::advance(STUCK_AFTER / 2).await;
+        assert!(health.progress().is_ok());
+        tokio::time::advance(STUCK_AFTER).await;
+        let stuck = health.progress().unwrap_err();
+        assert!(stuck.contains("account a: session loop silent"), "{stuck}");
+        beat.beat();
+        assert!(health.progress().is_ok());
     }
 }
