@@ -870,3 +870,28 @@ async fn new_records_continue_after_a_cursor_past_the_recovered_end() {
     assert_eq!(read_all(&journal), vec![1, 2, 3, 6, 7]);
     journal.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn one_journal_per_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = JournalConfig::new(dir.path().join("j"));
+    let journal = Journal::open(cfg.clone()).unwrap();
+    journal.append(vec![b"one".to_vec()]).await.unwrap();
+    let second = Journal::open(cfg.clone()).unwrap_err();
+    assert!(matches!(second, JournalError::Locked { .. }), "{second}");
+    assert!(
+        second.to_string().contains("in use by another chatwatch"),
+        "{second}"
+    );
+    // Reading offline (journal status / tail) does not need the lock.
+    assert_eq!(
+        chatwatch::journal::status_offline(&cfg.dir)
+            .unwrap()
+            .last_seq,
+        1
+    );
+    drop(journal);
+    // The last handle released it: the next open succeeds at once.
+    let again = Journal::open(cfg).unwrap();
+    assert_eq!(again.status().last_seq, 1);
+}

@@ -210,7 +210,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<PathB
             n += 1;
             let customer = format!("Live customer {n}");
             tokio::select! {
-                r = life_cycle(&sim, &desk, step, &customer, n % 4 == 0) => r?,
+                r = life_cycle(&sim, &desk, step, &customer, n.is_multiple_of(4)) => r?,
                 _ = shutdown.cancelled() => return Ok(()),
             }
         }

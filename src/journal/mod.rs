@@ -279,6 +279,15 @@ pub enum JournalError {
         /// Why it is invalid.
         reason: String,
     },
+    /// Another process (or another open journal in this one) holds the directory.
+    #[error(
+        "journal `{}` is in use by another chatwatch (its LOCK file is locked); one daemon per journal directory",
+        dir.display()
+    )]
+    Locked {
+        /// The journal directory.
+        dir: PathBuf,
+    },
     /// A file operation failed; the journal itself is still consistent.
     #[error("cannot {op} `{}`: {source}", path.display())]
     Io {
@@ -497,6 +506,31 @@ struct Inner {
     shared: Arc<Shared>,
     commands: Mutex<Option<mpsc::Sender<Command>>>,
     recovery: RecoveryReport,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The directory's `LOCK` file, locked until the last handle is dropped (declared last: it
+    /// is released after the writer thread has ended).
+    _lock: std::fs::File,
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: stop the writer (a writer waiting for space gives up) and wait
+    /// for it, so the directory is free for the next open as soon as this returns.
+    fn drop(&mut self) {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        self.shared.wake.notify();
+        self.commands
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(writer) = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            let _ = writer.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for Journal {
@@ -515,12 +549,19 @@ impl Journal {
         let metrics = state::Metrics::new();
         let opened = recovery::open(&cfg, &metrics)?;
         let recovery = opened.report.clone();
-        let (shared, commands) = writer::start(cfg, metrics, opened)?;
+        let writer::Started {
+            shared,
+            commands,
+            writer,
+            lock,
+        } = writer::start(cfg, metrics, opened)?;
         Ok(Journal {
             inner: Arc::new(Inner {
                 shared,
                 commands: Mutex::new(Some(commands)),
                 recovery,
+                writer: Mutex::new(Some(writer)),
+                _lock: lock,
             }),
         })
     }

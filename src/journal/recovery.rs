@@ -18,7 +18,12 @@ pub(crate) struct Opened {
     pub active: File,
     /// The last valid record: the initial head.
     pub head: u64,
+    /// `LOCK`, locked exclusively for as long as this journal is open.
+    pub lock: File,
 }
+
+/// The lock file's name inside the journal directory.
+pub(crate) const LOCK_FILE: &str = "LOCK";
 
 /// Creates the directory if needed and recovers it.
 pub(crate) fn open(cfg: &JournalConfig, metrics: &Metrics) -> Result<Opened, JournalError> {
@@ -27,6 +32,23 @@ pub(crate) fn open(cfg: &JournalConfig, metrics: &Metrics) -> Result<Opened, Jou
         create_dirs(dir).map_err(|e| JournalError::io("create the directory", dir, e))?;
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             sync_dir(parent).map_err(|e| JournalError::io("fsync", parent, e))?;
+        }
+    }
+    // One writer per directory: a second daemon on the same journal would interleave records.
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| JournalError::io("open", &lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(JournalError::Locked { dir: dir.clone() });
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(JournalError::io("lock", &lock_path, e));
         }
     }
     let cursors_dir = cursor::dir(dir);
@@ -197,6 +219,7 @@ pub(crate) fn open(cfg: &JournalConfig, metrics: &Metrics) -> Result<Opened, Jou
         );
     }
     Ok(Opened {
+        lock,
         report,
         state: State {
             segments,

@@ -53,16 +53,25 @@ fn now() -> std::time::Instant {
     std::time::Instant::now()
 }
 
+/// A started writer: the shared state, its command channel, its thread and the directory lock.
+pub(crate) struct Started {
+    pub shared: Arc<Shared>,
+    pub commands: mpsc::Sender<Command>,
+    pub writer: std::thread::JoinHandle<()>,
+    pub lock: std::fs::File,
+}
+
 /// Builds the shared state from a recovered journal and starts the writer thread.
 pub(crate) fn start(
     cfg: JournalConfig,
     metrics: Metrics,
     opened: Opened,
-) -> Result<(Arc<Shared>, mpsc::Sender<Command>), JournalError> {
+) -> Result<Started, JournalError> {
     let Opened {
         state,
         active,
         head,
+        lock,
         ..
     } = opened;
     let path = state
@@ -92,11 +101,16 @@ pub(crate) fn start(
         pending: Vec::new(),
         last_full_log: None,
     };
-    std::thread::Builder::new()
+    let handle = std::thread::Builder::new()
         .name("journal-writer".into())
         .spawn(move || writer.run(rx))
         .map_err(|e| JournalError::io("start the writer thread for", &shared.cfg.dir, e))?;
-    Ok((shared, tx))
+    Ok(Started {
+        shared,
+        commands: tx,
+        writer: handle,
+        lock,
+    })
 }
 
 /// The active segment as one append sees it while building chunks.

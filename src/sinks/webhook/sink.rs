@@ -1153,7 +1153,7 @@ mod tests {
         let script = Script::new(Duration::from_millis(100), |id, n| {
             // Every third event fails twice first.
             let i: usize = id[3..].parse().unwrap();
-            if i % 3 == 0 && n < 3 {
+            if i.is_multiple_of(3) && n < 3 {
                 status(503)
             } else {
                 status(200)
