@@ -245,6 +245,11 @@ impl Health {
             readiness.accounts.len(),
             readiness.journal,
         );
+        if readiness.accounts.len() <= 4 {
+            for (name, account) in &readiness.accounts {
+                line.push_str(&format!("; {name} {}", account.state));
+            }
+        }
         if readiness.stopping {
             line = format!("stopping; {line}");
         }
