@@ -450,6 +450,31 @@ use_env_proxy = false
     let ready = s.wait_ready(200).await;
     assert!(ready["accounts"].get("second").is_none(), "{ready}");
     assert_eq!(ready["accounts"]["main"]["handshakes"], 1, "{ready}");
+
+    // Changing the account restarts it (a new session), and events keep arriving after.
+    let text = std::fs::read_to_string(&s.config).unwrap().replace(
+        "use_env_proxy = false",
+        "use_env_proxy = false\nchannels = [\"/v2/me/**\"]",
+    );
+    std::fs::write(&s.config, text).unwrap();
+    s.daemon.signal("HUP");
+    s.daemon.wait_log("SIGHUP: configuration reloaded", 2).await;
+    assert_eq!(
+        s.daemon
+            .count_log("account configuration changed; restarting it"),
+        1
+    );
+    s.wait_ready(200).await;
+    s.faye.publish(15, 5).await;
+    let events = s.wait_lines("events.jsonl", 25 + 5).await;
+    let main = seqs(
+        &events
+            .iter()
+            .filter(|e| e["account"] == "main")
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(main, (0..20).collect::<Vec<_>>());
     let scrape = s.metrics().await;
     assert_eq!(
         sum(
@@ -457,7 +482,7 @@ use_env_proxy = false
             "chatwatch_config_reloads_total",
             &[("result", "ok")]
         ),
-        2.0
+        3.0
     );
 }
 
