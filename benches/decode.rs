@@ -4,8 +4,8 @@
 //!
 //! Run with `cargo bench --bench decode -- --quick`. Throughput is one element per iteration, so
 //! criterion reports events per second; the target is ≥ 500,000 events/s on one core for `event`.
-//! The bench runs with the daemon's global allocator (mimalloc, installed below as in
-//! `src/main.rs`), so the figures are those of the daemon, not of the system allocator.
+//! The bench runs with the daemon's allocator, the system one (mimalloc was ~10% faster here but
+//! cost ~50 KiB more per idle account, see README "Many accounts").
 //!
 //! - `decode/event`: bytes → the protocol's parser ([`parse_response`], `data` kept as its JSON
 //!   text) → [`Delivery`] → [`Event::from_delivery`] (copies `data`);
@@ -17,11 +17,6 @@
 //!   where the time goes.
 
 use std::hint::black_box;
-
-/// The daemon's allocator (`src/main.rs` installs mimalloc): a bench is its own binary, so it
-/// installs the same one to measure what the daemon runs.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use chatwatch::bayeux::message::parse_response;
 use chatwatch::bayeux::Delivery;

@@ -8,8 +8,6 @@
 //! that shows up again simply reports no previous state. The caller holds one tracker per account;
 //! the tracker does no locking and no I/O.
 
-use std::num::NonZeroUsize;
-
 use lru::LruCache;
 
 use crate::gws::notification::ChatState;
@@ -22,6 +20,10 @@ pub const EVICTIONS_METRIC: &str = "chatwatch_tracker_evictions_total";
 pub struct ChatTracker {
     /// Chat id → last state seen, in recency order.
     chats: LruCache<String, ChatState>,
+    /// The bound on `chats`, enforced here: an `LruCache` built with a capacity allocates its
+    /// whole table up front (megabytes per account at the default bound), so it is unbounded
+    /// and grows with the chats actually seen.
+    max_chats: usize,
     /// Chats evicted because the tracker was full, since it was created.
     evictions: u64,
 }
@@ -30,7 +32,8 @@ impl ChatTracker {
     /// A tracker that remembers at most `max_chats` chats (a `max_chats` of 0 is taken as 1).
     pub fn new(max_chats: usize) -> Self {
         Self {
-            chats: LruCache::new(NonZeroUsize::new(max_chats).unwrap_or(NonZeroUsize::MIN)),
+            chats: LruCache::unbounded(),
+            max_chats: max_chats.max(1),
             evictions: 0,
         }
     }
@@ -51,11 +54,11 @@ impl ChatTracker {
         if let Some(known) = self.chats.get_mut(chat_id) {
             return Some(std::mem::replace(known, state.clone()));
         }
-        // The id is not present, so `push` returns an entry only when it had to evict one.
-        if self.chats.push(chat_id.to_owned(), state.clone()).is_some() {
+        if self.chats.len() >= self.max_chats && self.chats.pop_lru().is_some() {
             self.evictions += 1;
             metrics::counter!(EVICTIONS_METRIC).increment(1);
         }
+        self.chats.put(chat_id.to_owned(), state.clone());
         None
     }
 
@@ -95,7 +98,7 @@ impl ChatTracker {
 
     /// The most chats the tracker remembers at once.
     pub fn capacity(&self) -> usize {
-        self.chats.cap().get()
+        self.max_chats
     }
 
     /// How many chats were evicted because the tracker was full, since it was created.

@@ -182,6 +182,70 @@ impl fmt::Debug for SharedHeaders {
     }
 }
 
+/// The TLS client configuration for a CA file (or none: the system roots only), built once per
+/// distinct CA bundle and shared by every client that uses it. Building one loads and parses the
+/// platform's root certificates (about 100 KiB per configuration); with one per account, a
+/// daemon of 1,000 accounts would hold 1,000 copies. The returned value is a cheap clone: its
+/// verifier (and the roots in it) is shared.
+///
+/// Same recipe as reqwest's own: the process-default crypto provider (else aws-lc-rs), the
+/// platform verifier with the CA file's certificates as extra roots, ALPN h2 and http/1.1.
+pub fn shared_tls_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<rustls::ClientConfig, BuildError> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock, PoisonError};
+    static CONFIGS: OnceLock<Mutex<HashMap<Vec<u8>, Arc<rustls::ClientConfig>>>> = OnceLock::new();
+    let pem = match ca_file {
+        Some(path) => std::fs::read(path).map_err(|e| BuildError::Ca {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?,
+        None => Vec::new(),
+    };
+    let configs = CONFIGS.get_or_init(Default::default);
+    if let Some(config) = configs
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&pem)
+    {
+        return Ok(config.as_ref().clone());
+    }
+    let ca_error = |reason: String| BuildError::Ca {
+        path: ca_file.map(|p| p.to_owned()).unwrap_or_default(),
+        reason,
+    };
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let verifier = if ca_file.is_some() {
+        use rustls::pki_types::pem::PemObject;
+        let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ca_error(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(ca_error("no PEM certificate found".to_owned()));
+        }
+        rustls_platform_verifier::Verifier::new_with_extra_roots(certs, provider.clone())
+    } else {
+        rustls_platform_verifier::Verifier::new(provider.clone())
+    }
+    .map_err(|e| BuildError::Client(format!("TLS verifier: {e}")))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| BuildError::Client(format!("TLS versions: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let config = Arc::new(config);
+    configs
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(pem, config.clone());
+    Ok(config.as_ref().clone())
+}
+
 /// A reqwest client builder with the settings every chatwatch HTTP client shares: rustls with the
 /// system roots plus `ca_file`, the explicit `proxy` (and the `HTTP(S)_PROXY` environment unless
 /// `no_env_proxy`), the connect timeout, the pool size, the user agent, and **no redirects**.
@@ -193,27 +257,12 @@ pub fn client_builder(settings: &HttpSettings) -> Result<reqwest::ClientBuilder,
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(settings.user_agent.clone())
         .tcp_nodelay(true);
-    if let Some(path) = &settings.ca_file {
-        let pem = std::fs::read(path).map_err(|e| BuildError::Ca {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| BuildError::Ca {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        if certs.is_empty() {
-            return Err(BuildError::Ca {
-                path: path.clone(),
-                reason: "no PEM certificate found".to_owned(),
-            });
-        }
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
     if settings.danger_accept_invalid_certs {
+        // Lab only: reqwest builds its own accept-anything verifier.
         builder = builder.tls_danger_accept_invalid_certs(true);
+    } else {
+        builder =
+            builder.tls_backend_preconfigured(shared_tls_config(settings.ca_file.as_deref())?);
     }
     if settings.no_env_proxy {
         builder = builder.no_proxy();

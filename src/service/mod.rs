@@ -120,6 +120,7 @@ async fn serve(
 ) -> Result<(), ServiceError> {
     // Build everything that can fail on configuration before starting anything.
     let plans = AccountPlan::build_all(&config)?;
+    raise_open_file_limit(plans.len());
     let prometheus = admin::install_recorder();
     let journal = Journal::open(config.journal.clone())?;
     let recovery = journal.recovery();
@@ -140,6 +141,19 @@ async fn serve(
     let admin_addr = listener.as_ref().and_then(|l| l.local_addr());
     let health = Health::new(journal.clone());
     let background = CancellationToken::new();
+    if let Some(handle) = prometheus.clone() {
+        // Histograms keep their samples until drained: without scrapes they would grow forever.
+        let stop = background.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => handle.run_upkeep(),
+                    _ = stop.cancelled() => return,
+                }
+            }
+        });
+    }
     let admin_task = listener.map(|l| l.serve(health.clone(), prometheus, background.clone()));
     let supervisor = tokio::spawn(notify::supervise(health.clone(), background.clone()));
 
@@ -289,6 +303,32 @@ async fn apply_reload(
         "SIGHUP: configuration reloaded"
     );
     next
+}
+
+/// Raises the soft limit on open files to the hard one: each account holds two or three
+/// connections, and systemd's default soft limit (1024) would stop a daemon of a few hundred
+/// accounts. Warns when even the hard limit looks too small for `accounts`.
+fn raise_open_file_limit(accounts: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let (Some(current), Some(max)) = (limit.current, limit.maximum) {
+        if current < max {
+            limit.current = Some(max);
+            match setrlimit(Resource::Nofile, limit) {
+                Ok(()) => info!(from = current, to = max, "raised the open-file limit"),
+                Err(e) => warn!(error = %e, current, "cannot raise the open-file limit"),
+            }
+        }
+    }
+    let now = getrlimit(Resource::Nofile).current;
+    let need = (accounts as u64) * 4 + 256;
+    if now.is_some_and(|n| n < need) {
+        warn!(
+            limit = now,
+            accounts,
+            "the open-file limit may be too small for this many accounts (about 4 per account); raise LimitNOFILE="
+        );
+    }
 }
 
 /// The SIGHUP stream (`None` where there is no such signal or it cannot be installed).
