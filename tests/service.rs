@@ -497,13 +497,18 @@ async fn metrics_parse_and_count_what_was_sent() {
     let deadline = Instant::now() + DEADLINE;
     let scrape = loop {
         let scrape = s.metrics().await;
-        if sum(
+        let delivered = sum(
             &scrape,
             "chatwatch_sink_delivered_events_total",
             &[("sink", "events")],
-        ) >= n as f64
-            || Instant::now() > deadline
-        {
+        );
+        // The cursor (and so the backlog gauge) moves just after the delivery is counted.
+        let backlog = sum(
+            &scrape,
+            "chatwatch_sink_backlog_events",
+            &[("sink", "events")],
+        );
+        if (delivered >= n as f64 && backlog == 0.0) || Instant::now() > deadline {
             break scrape;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

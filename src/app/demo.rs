@@ -97,6 +97,11 @@ pub fn demo_config(sim_url: &Url, dir: &std::path::Path) -> Config {
         contact_center_channels: vec!["chat".to_owned()],
         end_contact_center_session: true,
         recover_state: true,
+        transports: vec![
+            crate::service::config::Transport::Websocket,
+            crate::service::config::Transport::LongPolling,
+        ],
+        ack: true,
     };
     let sink = |text: String| -> SinkConfig {
         toml::from_str(&text).unwrap_or_else(|e| unreachable!("built-in sink config: {e}"))

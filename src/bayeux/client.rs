@@ -21,7 +21,77 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::protocol::{Protocol, ProtocolConfig, ProtocolEvent, RequestKind, SessionState};
-use super::transport::{BuildError, HttpSettings, LongPolling};
+use super::transport::{BuildError, HttpSettings, LongPolling, TransportError};
+use super::websocket::WebSocket;
+
+/// The Bayeux `connectionType` of the WebSocket transport.
+pub const WEBSOCKET: &str = "websocket";
+/// The Bayeux `connectionType` of the long-polling transport.
+pub const LONG_POLLING: &str = "long-polling";
+
+/// The transports of one session and which one is in use (`reference/bayeux.md` §1.8): the
+/// configured order; a fall back from WebSocket to long-polling when the socket cannot be
+/// opened or its first handshake fails; and stickiness once WebSocket has worked.
+struct Transports {
+    long_polling: LongPolling,
+    websocket: Option<WebSocket>,
+    pushes: Option<mpsc::Receiver<bytes::Bytes>>,
+    /// Whether WebSocket has carried a successful connect in this session's life.
+    websocket_worked: bool,
+}
+
+impl Transports {
+    fn new(long_polling: LongPolling, settings: &SessionSettings) -> Transports {
+        let wants_ws = settings
+            .protocol
+            .supported_connection_types
+            .iter()
+            .any(|t| t == WEBSOCKET);
+        let websocket = if wants_ws && settings.http.proxy.is_none() {
+            WebSocket::new(
+                long_polling.http().clone(),
+                long_polling.url(),
+                &settings.http,
+            )
+        } else {
+            None
+        };
+        let pushes = websocket.as_ref().and_then(WebSocket::pushes);
+        Transports {
+            long_polling,
+            websocket,
+            pushes,
+            websocket_worked: false,
+        }
+    }
+
+    async fn send(
+        self_ws: Option<WebSocket>,
+        lp: LongPolling,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<bytes::Bytes, TransportError> {
+        match self_ws {
+            Some(ws) => ws.send(body, timeout).await,
+            None => lp.send(body, timeout).await,
+        }
+    }
+}
+
+async fn next_push(pushes: &mut Option<mpsc::Receiver<bytes::Bytes>>) -> Option<bytes::Bytes> {
+    match pushes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Records the transport in use in the gauge `chatwatch_bayeux_transport{account,transport}`.
+fn transport_gauge(account: &str, current: &str) {
+    for t in [WEBSOCKET, LONG_POLLING] {
+        metrics::gauge!("chatwatch_bayeux_transport", "account" => account.to_owned(), "transport" => t)
+            .set(if t == current { 1.0 } else { 0.0 });
+    }
+}
 
 /// What the layer above Bayeux (the GWS session) does at the session's turning points. The
 /// driver runs these concurrently with the protocol, so a slow login never delays the processing
@@ -132,6 +202,8 @@ pub struct SessionStatus {
     pub handshakes: u64,
     /// Times the full subscription set was (re-)applied and confirmed.
     pub subscription_rounds: u64,
+    /// The transport in use (`websocket` or `long-polling`).
+    pub transport: &'static str,
 }
 
 impl Default for SessionStatus {
@@ -141,6 +213,7 @@ impl Default for SessionStatus {
             subscribed: false,
             handshakes: 0,
             subscription_rounds: 0,
+            transport: LONG_POLLING,
         }
     }
 }
@@ -182,9 +255,23 @@ pub async fn run<H: SessionHooks, M: From<Delivery> + Send + 'static>(
             source,
         })
     };
-    let mut transport = build()?;
+    let mut transports = Transports::new(build()?, &settings);
     let mut hook_tasks: FuturesUnordered<HookFuture> = FuturesUnordered::new();
-    let mut proto = Protocol::new(settings.protocol.clone(), Instant::now());
+    let mut protocol_config = settings.protocol.clone();
+    if transports.websocket.is_none() && protocol_config.connection_type == WEBSOCKET {
+        if settings.http.proxy.is_some() {
+            info!(account = %account, "a proxy is configured: using long-polling (WebSocket does not go through HTTP proxies here)");
+        }
+        protocol_config.connection_type = LONG_POLLING.to_owned();
+    }
+    let mut proto = Protocol::new(protocol_config, Instant::now());
+    let mut current: &'static str = if proto.connection_type() == WEBSOCKET {
+        WEBSOCKET
+    } else {
+        LONG_POLLING
+    };
+    transport_gauge(&account, current);
+    status.send_modify(|s| s.transport = current);
     let mut inflight = FuturesUnordered::new();
     let mut shutdown_deadline: Option<Instant> = None;
     let mut last_state = proto.state();
@@ -199,12 +286,15 @@ pub async fn run<H: SessionHooks, M: From<Delivery> + Send + 'static>(
         let now = Instant::now();
         while let Some(req) = proto.poll_transmit(now) {
             debug!(account = %account, kind = ?req.kind, id = req.id, "sending {}", summarize(&req.messages));
-            let t = transport.clone();
+            let ws = (current == WEBSOCKET)
+                .then(|| transports.websocket.clone())
+                .flatten();
+            let lp = transports.long_polling.clone();
             let body = req.body();
             let (id, kind, timeout) = (req.id, req.kind, req.timeout);
             inflight.push(async move {
                 let started = Instant::now();
-                let result = t.send(body, timeout).await;
+                let result = Transports::send(ws, lp, body, timeout).await;
                 (id, kind, started, result)
             });
         }
@@ -226,9 +316,48 @@ pub async fn run<H: SessionHooks, M: From<Delivery> + Send + 'static>(
             match event {
                 ProtocolEvent::Terminated { .. } => {
                     // The server refused the session for good. Start over later with a fresh
-                    // cookie jar and a fresh login.
-                    transport = build()?;
+                    // cookie jar and a fresh login, on the preferred transport again.
+                    if let Some(ws) = &transports.websocket {
+                        ws.close().await;
+                    }
+                    transports = Transports::new(build()?, &settings);
+                    current = if transports.websocket.is_some()
+                        && settings.protocol.connection_type == WEBSOCKET
+                    {
+                        WEBSOCKET
+                    } else {
+                        LONG_POLLING
+                    };
+                    proto.set_connection_type(current);
+                    transport_gauge(&account, current);
+                    status.send_modify(|s| s.transport = current);
                     proto.restart(Instant::now(), settings.reauth_delay);
+                }
+                ProtocolEvent::HandshakeFailed { ref error, .. }
+                    if current == WEBSOCKET
+                        && !transports.websocket_worked
+                        && settings
+                            .protocol
+                            .supported_connection_types
+                            .iter()
+                            .any(|t| t == LONG_POLLING) =>
+                {
+                    warn!(account = %account, error = %error, "WebSocket did not work; falling back to long-polling");
+                    metrics::counter!("chatwatch_bayeux_transport_fallbacks_total", "account" => account.clone())
+                        .increment(1);
+                    if let Some(ws) = &transports.websocket {
+                        ws.close().await;
+                    }
+                    current = LONG_POLLING;
+                    proto.set_connection_type(current);
+                    transport_gauge(&account, current);
+                    status.send_modify(|s| s.transport = current);
+                }
+                ProtocolEvent::Connected
+                    if current == WEBSOCKET && !transports.websocket_worked =>
+                {
+                    transports.websocket_worked = true;
+                    info!(account = %account, "WebSocket works; staying on it across reconnects");
                 }
                 ProtocolEvent::LoginRequired => {
                     let h = hooks.clone();
@@ -266,6 +395,9 @@ pub async fn run<H: SessionHooks, M: From<Delivery> + Send + 'static>(
         });
         if proto.is_finished() {
             info!(account = %account, "session disconnected");
+            if let Some(ws) = &transports.websocket {
+                ws.close().await;
+            }
             return Ok(());
         }
         let wake = proto.poll_timeout();
@@ -293,6 +425,9 @@ pub async fn run<H: SessionHooks, M: From<Delivery> + Send + 'static>(
             }
             _ = sleep_until(wake.unwrap_or(now)), if wake.is_some() => {}
             _ = beat.tick() => {}
+            Some(frame) = next_push(&mut transports.pushes) => {
+                proto.handle_push(&frame);
+            }
             _ = shutdown.cancelled(), if shutdown_deadline.is_none() => {
                 info!(account = %account, "disconnecting");
                 let _ = tokio::time::timeout(settings.protocol.max_network_delay, hooks.stopping()).await;
@@ -392,6 +527,11 @@ fn report(
         }
         ProtocolEvent::Disconnected => debug!(account, "disconnect acknowledged"),
         ProtocolEvent::LoginRequired => debug!(account, "logging in"),
+        ProtocolEvent::DuplicateDropped { channel, id } => {
+            metrics::counter!("chatwatch_bayeux_duplicates_dropped_total", &[acct]).increment(1);
+            debug!(account, channel = %channel, id = %id, "dropped a redelivered message (ack extension)");
+        }
+        ProtocolEvent::AckEnabled => info!(account, "the server granted the ack extension"),
         ProtocolEvent::LoginFailed { error, retry_in } => {
             metrics::counter!("chatwatch_gws_login_failures_total", &[acct]).increment(1);
             error!(account, error = %error, retry_in = ?retry_in, "login failed; retrying");

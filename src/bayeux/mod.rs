@@ -8,6 +8,7 @@ pub mod client;
 pub mod message;
 pub mod protocol;
 pub mod transport;
+pub mod websocket;
 
 use crate::json::RawJson;
 

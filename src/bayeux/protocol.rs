@@ -29,7 +29,7 @@
 //! - subscribe failures are retried with their own backoff; a subscription counts only once its
 //!   reply arrived.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -50,8 +50,15 @@ pub type RequestId = u64;
 pub struct ProtocolConfig {
     /// The channels (names or globs) the session must stay subscribed to.
     pub channels: Vec<String>,
-    /// The Bayeux connection type used on `/meta/connect` (`long-polling`).
+    /// The Bayeux connection type used on `/meta/connect` (`long-polling` or `websocket`); the
+    /// driver changes it with [`Protocol::set_connection_type`] when it changes transport.
     pub connection_type: String,
+    /// Every connection type the client has, in preference order, sent in the handshake's
+    /// `supportedConnectionTypes`. Empty: `connection_type` alone.
+    pub supported_connection_types: Vec<String>,
+    /// Ask for the `ack` extension at handshake (at-least-once delivery from the server,
+    /// `reference/bayeux.md` §2.5); duplicates it redelivers are dropped by message id.
+    pub ack: bool,
     /// Added to the hold time for a connect's request timeout; the whole timeout of others.
     pub max_network_delay: Duration,
     /// Backoff step per consecutive failure.
@@ -74,6 +81,8 @@ impl Default for ProtocolConfig {
         ProtocolConfig {
             channels: vec!["/v2/me/chats".to_owned()],
             connection_type: "long-polling".to_owned(),
+            supported_connection_types: Vec::new(),
+            ack: false,
             max_network_delay: Duration::from_secs(10),
             backoff_increment: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
@@ -241,6 +250,15 @@ pub enum ProtocolEvent {
     },
     /// The session was disconnected on request.
     Disconnected,
+    /// A delivery the server sent again (same message id, `ack` extension): dropped.
+    DuplicateDropped {
+        /// Its channel.
+        channel: String,
+        /// Its message id.
+        id: String,
+    },
+    /// The server granted the `ack` extension at handshake.
+    AckEnabled,
     /// The driver must log in now, then call [`Protocol::logged_in`] or
     /// [`Protocol::login_failed`]. No handshake is sent until then.
     LoginRequired,
@@ -365,6 +383,38 @@ pub struct Protocol {
     multiple_clients: bool,
     auth: Auth,
     events: VecDeque<ProtocolEvent>,
+    /// `ack` extension state of the current session.
+    ack: AckState,
+}
+
+/// Bound on the delivery ids remembered per session to drop redeliveries (`ack`).
+const SEEN_IDS: usize = 10_000;
+
+/// The `ack` extension of the current session: granted or not, the last batch received, and
+/// the ids of the latest deliveries (to drop what the server redelivers).
+#[derive(Debug, Default)]
+struct AckState {
+    enabled: bool,
+    batch: u64,
+    seen: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl AckState {
+    /// Records a delivery's identity; false when it was already seen (a redelivery).
+    fn first_time(&mut self, id: &str) -> bool {
+        if self.seen.contains(id) {
+            return false;
+        }
+        if self.order.len() >= SEEN_IDS {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        self.seen.insert(id.to_owned());
+        self.order.push_back(id.to_owned());
+        true
+    }
 }
 
 impl Protocol {
@@ -406,6 +456,52 @@ impl Protocol {
                 Auth::Ready
             },
             events: VecDeque::new(),
+            ack: AckState::default(),
+        }
+    }
+
+    /// The connection type in use.
+    pub fn connection_type(&self) -> &str {
+        &self.cfg.connection_type
+    }
+
+    /// Switches the connection type (the driver changed transport): later handshakes and
+    /// connects name it.
+    pub fn set_connection_type(&mut self, connection_type: &str) {
+        self.cfg.connection_type = connection_type.to_owned();
+    }
+
+    /// Whether the server granted the `ack` extension to the current session.
+    pub fn ack_enabled(&self) -> bool {
+        self.ack.enabled
+    }
+
+    /// Feeds messages the server sent on its own (WebSocket frames outside any reply):
+    /// deliveries are routed as usual; replies that match no request are reported and ignored.
+    pub fn handle_push(&mut self, body: &[u8]) {
+        let parsed = match parse_response(body, &self.cfg.connection_type) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                self.events.push_back(ProtocolEvent::InvalidResponse {
+                    error: error.to_string(),
+                });
+                return;
+            }
+        };
+        for error in &parsed.invalid {
+            self.events.push_back(ProtocolEvent::InvalidResponse {
+                error: error.to_string(),
+            });
+        }
+        for message in parsed.messages {
+            if message.is_reply() {
+                self.events.push_back(ProtocolEvent::MismatchedReply {
+                    channel: message.channel,
+                    id: message.id,
+                });
+            } else {
+                self.route_delivery(message);
+            }
         }
     }
 
@@ -578,10 +674,16 @@ impl Protocol {
                     "channel": "/meta/handshake",
                     "version": "1.0",
                     "minimumVersion": "1.0",
-                    "supportedConnectionTypes": [self.cfg.connection_type],
+                    "supportedConnectionTypes": self.supported_types(),
                 });
                 if let Some(ext) = &self.cfg.handshake_ext {
                     message["ext"] = ext.clone();
+                }
+                if self.cfg.ack {
+                    if !message["ext"].is_object() {
+                        message["ext"] = json!({});
+                    }
+                    message["ext"]["ack"] = json!(true);
                 }
                 Some(self.request(
                     RequestKind::Handshake,
@@ -606,6 +708,9 @@ impl Protocol {
                     "clientId": client_id,
                     "connectionType": self.cfg.connection_type,
                 });
+                if self.ack.enabled {
+                    message["ext"] = json!({"ack": self.ack.batch});
+                }
                 let hold = if self.first_connect {
                     message["advice"] = json!({"timeout": 0});
                     Duration::ZERO
@@ -672,6 +777,14 @@ impl Protocol {
     }
 
     // ---- internals -------------------------------------------------------------------------
+
+    fn supported_types(&self) -> Vec<String> {
+        if self.cfg.supported_connection_types.is_empty() {
+            vec![self.cfg.connection_type.clone()]
+        } else {
+            self.cfg.supported_connection_types.clone()
+        }
+    }
 
     fn msg_id(&mut self) -> String {
         self.next_msg_id += 1;
@@ -769,6 +882,25 @@ impl Protocol {
             });
             return;
         };
+        if self.ack.enabled {
+            if let Some(id) = &message.id {
+                // Identity: channel, id and the exact data (ids alone are the publisher's and
+                // may collide between publishers).
+                let data = data.get();
+                let key = format!(
+                    "{}\u{0}{id}\u{0}{:032x}",
+                    message.channel,
+                    xxhash_rust::xxh3::xxh3_128(data.as_bytes())
+                );
+                if !self.ack.first_time(&key) {
+                    self.events.push_back(ProtocolEvent::DuplicateDropped {
+                        channel: message.channel,
+                        id: id.clone(),
+                    });
+                    return;
+                }
+            }
+        }
         if self
             .desired
             .iter()
@@ -879,6 +1011,14 @@ impl Protocol {
                 self.subscriptions_reported = false;
                 self.resubscribing = rehandshake;
                 self.first_connect = true;
+                self.ack = AckState::default();
+                if self.cfg.ack {
+                    if let Some(batch) = granted_ack(reply.ext.as_ref()) {
+                        self.ack.enabled = true;
+                        self.ack.batch = batch;
+                        self.events.push_back(ProtocolEvent::AckEnabled);
+                    }
+                }
                 self.events.push_back(ProtocolEvent::HandshakeSucceeded {
                     client_id: client_id.clone(),
                     rehandshake,
@@ -935,6 +1075,11 @@ impl Protocol {
             return;
         };
         self.apply_advice(reply.advice.as_ref());
+        if self.ack.enabled {
+            if let Some(batch) = ack_batch(reply.ext.as_ref()) {
+                self.ack.batch = batch;
+            }
+        }
         let reconnect = reply.advice.as_ref().and_then(|a| a.reconnect.clone());
         let negative_interval = reply
             .advice
@@ -1205,3 +1350,22 @@ impl Protocol {
 #[cfg(test)]
 #[path = "protocol_tests.rs"]
 mod tests;
+
+/// The `ack` grant of a handshake reply: `ext.ack` is `true` (old format, batch 0) or
+/// `{"enabled": true, "batch": N}`. `None`: not granted.
+fn granted_ack(ext: Option<&RawJson>) -> Option<u64> {
+    let ext: Value = serde_json::from_str(ext?.get()).ok()?;
+    match ext.get("ack")? {
+        Value::Bool(true) => Some(0),
+        Value::Object(o) if o.get("enabled") == Some(&Value::Bool(true)) => {
+            Some(o.get("batch").and_then(Value::as_u64).unwrap_or(0))
+        }
+        _ => None,
+    }
+}
+
+/// The batch number of a connect reply's `ext.ack`.
+fn ack_batch(ext: Option<&RawJson>) -> Option<u64> {
+    let ext: Value = serde_json::from_str(ext?.get()).ok()?;
+    ext.get("ack")?.as_u64()
+}

@@ -284,6 +284,7 @@ pub fn client_builder(settings: &HttpSettings) -> Result<reqwest::ClientBuilder,
 #[derive(Clone)]
 pub struct HttpClient {
     client: reqwest::Client,
+    jar: Arc<reqwest::cookie::Jar>,
     headers: Arc<HeaderMap>,
     dynamic: SharedHeaders,
     max_response_bytes: usize,
@@ -300,7 +301,8 @@ impl fmt::Debug for HttpClient {
 impl HttpClient {
     /// Builds a client with a fresh cookie jar and connection pool.
     pub fn new(settings: &HttpSettings) -> Result<HttpClient, BuildError> {
-        let builder = client_builder(settings)?.cookie_store(true);
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let builder = client_builder(settings)?.cookie_provider(jar.clone());
         let mut headers = HeaderMap::new();
         headers.insert(
             CONTENT_TYPE,
@@ -328,10 +330,34 @@ impl HttpClient {
             .map_err(|e| BuildError::Client(e.to_string()))?;
         Ok(HttpClient {
             client,
+            jar,
             headers: Arc::new(headers),
             dynamic: SharedHeaders::default(),
             max_response_bytes: settings.max_response_bytes,
         })
+    }
+
+    /// The headers a request to `url` outside reqwest (the WebSocket upgrade) must carry: the
+    /// static ones (Basic authentication), the dynamic ones (the GWS CSRF token) and the
+    /// cookies of this client's jar for `url`.
+    pub fn upgrade_headers(&self, url: &Url) -> HeaderMap {
+        use reqwest::cookie::CookieStore;
+        let mut headers = (*self.headers).clone();
+        headers.remove(CONTENT_TYPE);
+        for (name, value) in self.dynamic.get().iter() {
+            headers.insert(name.clone(), value.clone());
+        }
+        if let Some(cookies) = self.jar.cookies(url) {
+            headers.insert(reqwest::header::COOKIE, cookies);
+        }
+        headers
+    }
+
+    /// Stores the `Set-Cookie` headers of a response to `url` obtained outside reqwest.
+    pub fn store_cookies(&self, url: &Url, headers: &HeaderMap) {
+        use reqwest::cookie::CookieStore;
+        let mut values = headers.get_all(reqwest::header::SET_COOKIE).iter();
+        self.jar.set_cookies(&mut values, url);
     }
 
     /// The dynamic headers of this client.
@@ -424,6 +450,16 @@ impl LongPolling {
     /// A transport to `url` that shares `http` (its cookies and headers) with other users.
     pub fn with_client(http: HttpClient, url: Url) -> LongPolling {
         LongPolling { http, url }
+    }
+
+    /// The HTTP client (cookie jar, headers) this transport uses.
+    pub fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
+    /// The endpoint.
+    pub fn url(&self) -> &Url {
+        &self.url
     }
 
     /// POSTs `body` (a JSON array) and returns the response body, within `timeout`.

@@ -261,6 +261,17 @@ pub struct AccountConfig {
     /// Honour `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` from the environment. Default: true.
     #[serde(default = "yes")]
     pub use_env_proxy: bool,
+    /// Transports to try, in order: `websocket`, `long-polling`. The first that works is used;
+    /// if WebSocket cannot be opened or its first handshake fails, chatwatch falls back to the
+    /// next; once WebSocket has worked it stays on it across reconnects. Default:
+    /// `["websocket", "long-polling"]`.
+    #[serde(default = "default_transports")]
+    pub transports: Vec<Transport>,
+    /// Ask the server for the `ack` extension (CometD: at-least-once delivery within a session;
+    /// the server redelivers what a lost connect reply carried, and chatwatch drops the
+    /// duplicates). Servers without it ignore the request. Default: true.
+    #[serde(default = "yes")]
+    pub ack: bool,
     /// `gws` (default): log in to GWS first (`GET /api/v2/me` for the `JSESSIONID` cookie and
     /// the CSRF token), start the contact-centre session, recover chat state after every
     /// (re)handshake. `bayeux`: a plain Bayeux/CometD server (no login; e.g. Faye).
@@ -278,6 +289,30 @@ pub struct AccountConfig {
     /// `recovered: true`. Default: true.
     #[serde(default = "yes")]
     pub recover_state: bool,
+}
+
+/// A Bayeux transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// One socket; the server pushes deliveries at any time.
+    Websocket,
+    /// HTTP long-polling: the server holds `/meta/connect` and answers it with deliveries.
+    LongPolling,
+}
+
+impl Transport {
+    /// The Bayeux `connectionType`.
+    pub fn connection_type(self) -> &'static str {
+        match self {
+            Transport::Websocket => "websocket",
+            Transport::LongPolling => "long-polling",
+        }
+    }
+}
+
+fn default_transports() -> Vec<Transport> {
+    vec![Transport::Websocket, Transport::LongPolling]
 }
 
 /// What kind of server an account talks to.
@@ -522,6 +557,20 @@ impl Config {
                     "must start with `/`".into(),
                 ));
             }
+            if account.transports.is_empty() {
+                return Err(invalid(
+                    key("transports"),
+                    "at least one of \"websocket\" and \"long-polling\" is needed".into(),
+                ));
+            }
+            if account.transports.len() > 2
+                || (account.transports.len() == 2 && account.transports[0] == account.transports[1])
+            {
+                return Err(invalid(
+                    key("transports"),
+                    "a transport is listed twice".into(),
+                ));
+            }
             if account.channels.is_empty() {
                 return Err(invalid(
                     key("channels"),
@@ -678,7 +727,18 @@ impl AccountConfig {
     pub fn protocol_config(&self, bayeux: &BayeuxConfig) -> ProtocolConfig {
         ProtocolConfig {
             channels: self.channels.clone(),
-            connection_type: "long-polling".to_owned(),
+            connection_type: self
+                .transports
+                .first()
+                .map_or(Transport::LongPolling, |t| *t)
+                .connection_type()
+                .to_owned(),
+            supported_connection_types: self
+                .transports
+                .iter()
+                .map(|t| t.connection_type().to_owned())
+                .collect(),
+            ack: self.ack,
             max_network_delay: bayeux.max_network_delay,
             backoff_increment: bayeux.backoff_increment,
             max_backoff: bayeux.max_backoff,

@@ -289,6 +289,7 @@ function controlState() {
     requests: state.requests,
     connects: state.connects,
     fault: { mode: fault.mode, remaining: fault.remaining },
+    websocket: { upgrades: ws.upgrades, refused: ws.refused, open: ws.sockets.size, refuse: ws.refuse },
   };
 }
 
@@ -327,6 +328,10 @@ function handleControl(req, res) {
         const body = await readJsonBody(req);
         return reply(200, controlFault(body));
       }
+      case 'POST /control/websocket': {
+        const body = await readJsonBody(req);
+        return reply(200, controlWebsocket(body));
+      }
       case 'POST /control/shutdown':
         req.resume();
         res.on('finish', () => exitNow('shutdown requested'));
@@ -360,11 +365,39 @@ const server = http.createServer((req, res) => {
   }
 });
 
-// WebSocket upgrades to the mount go to Faye (not subject to faults/counting).
+// WebSocket upgrades to the mount go to Faye (not subject to the HTTP faults), unless the
+// side door says to refuse them (as a proxy that breaks WebSocket would) or to make the open
+// sockets go silent (they stay open but nothing more is read or written).
+const ws = { refuse: false, sockets: new Set(), upgrades: 0, refused: 0 };
 server.on('upgrade', (req, socket, head) => {
-  if (adapter.check(req)) return adapter.handleUpgrade(req, socket, head);
-  socket.destroy();
+  if (!adapter.check(req)) return socket.destroy();
+  if (ws.refuse) {
+    ws.refused++;
+    socket.end('HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+    return;
+  }
+  ws.upgrades++;
+  ws.sockets.add(socket);
+  socket.on('close', () => ws.sockets.delete(socket));
+  return adapter.handleUpgrade(req, socket, head);
 });
+
+function controlWebsocket(body) {
+  if (body.refuse !== undefined) ws.refuse = !!body.refuse;
+  let silenced = 0;
+  if (body.silence) {
+    for (const socket of ws.sockets) {
+      // Keep the TCP connection, drop everything: the client sees a socket that just stops.
+      socket.pause();
+      socket.write = () => true;
+      socket.removeAllListeners('data');
+      ws.sockets.delete(socket);
+      silenced++;
+    }
+  }
+  log('websocket control', JSON.stringify({ refuse: ws.refuse, silenced }));
+  return { refuse: ws.refuse, silenced, upgrades: ws.upgrades, refused: ws.refused, open: ws.sockets.size };
+}
 server.on('clientError', (err, socket) => {
   if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
   else socket.destroy();

@@ -132,6 +132,12 @@ impl Faye {
         .await;
     }
 
+    /// Controls WebSocket upgrades: `{"refuse": true}` answers them 403; `{"silence": true}`
+    /// makes every open socket stop reading and writing without closing.
+    pub async fn websocket(&self, body: Value) -> Value {
+        self.post("/control/websocket", body).await
+    }
+
     /// The side door's view of sessions and counters.
     pub async fn state(&self) -> Value {
         let r = self
@@ -182,8 +188,14 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// The configuration used by the tests, pointing at `port`; `extra` is appended verbatim.
+    /// The configuration used by the tests, pointing at `port`, on long-polling; `extra` is
+    /// appended verbatim to `[bayeux]`.
     pub fn config(port: u16, dir: &Path, extra: &str) -> String {
+        Self::config_on(port, dir, r#"["long-polling"]"#, extra)
+    }
+
+    /// [`config`](Self::config) with the account's `transports` list (TOML).
+    pub fn config_on(port: u16, dir: &Path, transports: &str, extra: &str) -> String {
         format!(
             r#"
 [accounts.main]
@@ -192,6 +204,7 @@ username = "agent1"
 password = "test-password-not-for-logs"
 use_env_proxy = false
 server = "bayeux"
+transports = {transports}
 
 [bayeux]
 max_network_delay = "2s"
@@ -302,12 +315,22 @@ filter = {{ entered_states = ["LeftChat"] }}
         }
     }
 
-    /// Starts `chatwatch run` against the server on `port`. `bayeux_extra` lines go into the
-    /// `[bayeux]` table.
+    /// Starts `chatwatch run` against the server on `port`, on long-polling. `bayeux_extra`
+    /// lines go into the `[bayeux]` table.
     pub fn start(port: u16, bayeux_extra: &str) -> Daemon {
+        Self::start_on(port, r#"["long-polling"]"#, bayeux_extra)
+    }
+
+    /// [`start`](Self::start) with the account's `transports` list (TOML), e.g.
+    /// `["websocket"]`.
+    pub fn start_on(port: u16, transports: &str, bayeux_extra: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("chatwatch.toml");
-        std::fs::write(&config, Self::config(port, dir.path(), bayeux_extra)).unwrap();
+        std::fs::write(
+            &config,
+            Self::config_on(port, dir.path(), transports, bayeux_extra),
+        )
+        .unwrap();
         Self::start_with_config(dir, &config)
     }
 
