@@ -928,3 +928,188 @@ fn http_401_or_403_on_bayeux_requires_a_new_login_before_the_handshake() {
     assert!(p.poll_transmit(hs_now + secs(30)).is_none());
     assert_eq!(p.poll_event(), Some(ProtocolEvent::LoginRequired));
 }
+
+// ---- ack extension (reference/bayeux.md §2.5) and pushed messages (WebSocket) -------------
+
+fn ack_cfg() -> ProtocolConfig {
+    ProtocolConfig {
+        ack: true,
+        connection_type: "websocket".to_owned(),
+        supported_connection_types: vec!["websocket".to_owned(), "long-polling".to_owned()],
+        ..cfg()
+    }
+}
+
+#[test]
+fn the_handshake_asks_for_ack_and_lists_every_transport() {
+    let now = Instant::now();
+    let mut p = Protocol::new(ack_cfg(), now);
+    let hs = p.poll_transmit(now).unwrap();
+    assert_eq!(hs.messages[0]["ext"]["ack"], true);
+    assert_eq!(
+        hs.messages[0]["supportedConnectionTypes"],
+        json!(["websocket", "long-polling"])
+    );
+    // Without the option nothing is asked.
+    let mut plain = Protocol::new(cfg(), now);
+    let hs = plain.poll_transmit(now).unwrap();
+    assert!(hs.messages[0].get("ext").is_none());
+    assert_eq!(
+        hs.messages[0]["supportedConnectionTypes"],
+        json!(["long-polling"])
+    );
+}
+
+/// A handshake reply granting ack (old format `true` or the object format).
+fn granting(req: &Request, client_id: &str, ack: Value) -> Value {
+    let mut reply = handshake_ok(req, client_id);
+    reply[0]["ext"] = json!({"ack": ack});
+    reply
+}
+
+#[test]
+fn ack_batches_travel_on_every_connect_and_reset_on_handshake() {
+    let now = Instant::now();
+    let mut p = Protocol::new(ack_cfg(), now);
+    let hs = p.poll_transmit(now).unwrap();
+    respond(&mut p, now, &hs, granting(&hs, "c1", json!(true)));
+    assert!(p.ack_enabled());
+    assert!(events(&mut p).contains(&ProtocolEvent::AckEnabled));
+    let sub = p.poll_transmit(now).unwrap();
+    let connect = p.poll_transmit(now).unwrap();
+    assert_eq!(connect.messages[0]["connectionType"], "websocket");
+    assert_eq!(connect.messages[0]["ext"]["ack"], 0);
+    respond(&mut p, now, &sub, subscribe_ok(&sub));
+    // The connect reply carries batch 7 and two deliveries.
+    let mut reply = connect_ok(&connect);
+    reply[0]["ext"] = json!({"ack": 7});
+    reply
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"channel": CHATS, "id": "m1", "data": {"n": 1}}));
+    respond(&mut p, now, &connect, reply);
+    let next = p.poll_transmit(now).unwrap();
+    assert_eq!(
+        next.messages[0]["ext"]["ack"], 7,
+        "the last batch received is acknowledged"
+    );
+    // A new handshake resets the batch (the object format names the starting batch).
+    respond(
+        &mut p,
+        now,
+        &next,
+        json!([{"id": msg_id(&next, 0), "channel": "/meta/connect", "successful": false,
+                "error": "402::Unknown client", "advice": {"reconnect": "handshake"}}]),
+    );
+    let hs = p.poll_transmit(now).unwrap();
+    respond(
+        &mut p,
+        now,
+        &hs,
+        granting(&hs, "c2", json!({"enabled": true, "batch": 3})),
+    );
+    let _sub = p.poll_transmit(now).unwrap();
+    let connect = p.poll_transmit(now).unwrap();
+    assert_eq!(connect.messages[0]["ext"]["ack"], 3);
+}
+
+#[test]
+fn without_the_grant_no_ack_is_sent() {
+    let now = Instant::now();
+    let mut p = Protocol::new(ack_cfg(), now);
+    let hs = p.poll_transmit(now).unwrap();
+    respond(&mut p, now, &hs, handshake_ok(&hs, "c1"));
+    assert!(!p.ack_enabled());
+    let _sub = p.poll_transmit(now).unwrap();
+    let connect = p.poll_transmit(now).unwrap();
+    assert!(connect.messages[0].get("ext").is_none());
+}
+
+#[test]
+fn redelivered_messages_are_dropped_once_ack_is_on() {
+    let now = Instant::now();
+    let mut p = Protocol::new(ack_cfg(), now);
+    let hs = p.poll_transmit(now).unwrap();
+    respond(&mut p, now, &hs, granting(&hs, "c1", json!(true)));
+    let sub = p.poll_transmit(now).unwrap();
+    let connect = p.poll_transmit(now).unwrap();
+    respond(&mut p, now, &sub, subscribe_ok(&sub));
+    respond(&mut p, now, &connect, connect_ok(&connect));
+    events(&mut p);
+    let batch = json!([
+        {"channel": CHATS, "id": "m1", "data": {"n": 1}},
+        {"channel": CHATS, "id": "m2", "data": {"n": 2}},
+    ]);
+    p.handle_push(batch.to_string().as_bytes());
+    // The server redelivers the same batch (its ack was lost), then a message that reuses an id
+    // with other data (another publisher's id): only that one is new.
+    let again = json!([
+        {"channel": CHATS, "id": "m1", "data": {"n": 1}},
+        {"channel": CHATS, "id": "m2", "data": {"n": 2}},
+        {"channel": CHATS, "id": "m1", "data": {"n": 3}},
+    ]);
+    p.handle_push(again.to_string().as_bytes());
+    let ev = events(&mut p);
+    let delivered: Vec<String> = ev
+        .iter()
+        .filter_map(|e| match e {
+            ProtocolEvent::Delivery(d) => Some(d.data.get().to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, [r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#]);
+    let dropped = ev
+        .iter()
+        .filter(|e| matches!(e, ProtocolEvent::DuplicateDropped { .. }))
+        .count();
+    assert_eq!(dropped, 2);
+}
+
+#[test]
+fn pushed_frames_route_deliveries_and_report_stray_replies() {
+    let now = Instant::now();
+    let mut p = Protocol::new(cfg(), now);
+    let _held = establish(&mut p, now, "c1");
+    p.handle_push(
+        json!([{"channel": CHATS, "data": {"n": 1}},
+               {"id": "99", "channel": "/meta/connect", "successful": true},
+               {"channel": "/meta/disconnect"}])
+        .to_string()
+        .as_bytes(),
+    );
+    let ev = events(&mut p);
+    assert!(matches!(&ev[0], ProtocolEvent::Delivery(d) if d.channel == CHATS));
+    assert!(ev.contains(&ProtocolEvent::MismatchedReply {
+        channel: "/meta/connect".into(),
+        id: Some("99".into())
+    }));
+    assert_eq!(ev.len(), 2, "a pushed meta message carries nothing: {ev:?}");
+    // Garbage is reported, not fatal.
+    p.handle_push(b"binary frame");
+    assert!(matches!(
+        events(&mut p).as_slice(),
+        [ProtocolEvent::InvalidResponse { .. }]
+    ));
+    // Without ack, the same id twice is delivered twice (ids are the publisher's).
+    let twice =
+        json!([{"channel": CHATS, "id": "m", "data": 1}, {"channel": CHATS, "id": "m", "data": 1}]);
+    p.handle_push(twice.to_string().as_bytes());
+    let n = events(&mut p)
+        .iter()
+        .filter(|e| matches!(e, ProtocolEvent::Delivery(_)))
+        .count();
+    assert_eq!(n, 2);
+}
+
+#[test]
+fn switching_the_connection_type_changes_later_connects() {
+    let now = Instant::now();
+    let mut p = Protocol::new(ack_cfg(), now);
+    assert_eq!(p.connection_type(), "websocket");
+    p.set_connection_type("long-polling");
+    let hs = p.poll_transmit(now).unwrap();
+    respond(&mut p, now, &hs, handshake_ok(&hs, "c1"));
+    let _sub = p.poll_transmit(now).unwrap();
+    let connect = p.poll_transmit(now).unwrap();
+    assert_eq!(connect.messages[0]["connectionType"], "long-polling");
+}
