@@ -592,10 +592,12 @@ async fn two_accounts_run_side_by_side_and_a_broken_one_does_not_disturb_the_oth
             .wait_event("agent 1's offer", |e| e["chat"]["id"] == a.as_str())
             .await
     };
+    // A chat offered while an account reads its first state snapshot may also be reported
+    // once as `recovered` (a known race, see README); the notifications decide the account.
     let account_of = |chat: &str| -> Vec<String> {
         events
             .iter()
-            .filter(|e| e["chat"]["id"] == chat)
+            .filter(|e| e["chat"]["id"] == chat && e["recovered"] == false)
             .map(|e| e["account"].as_str().unwrap().to_owned())
             .collect()
     };

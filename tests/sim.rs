@@ -143,7 +143,10 @@ impl<'a> Cometd<'a> {
         )
         .await;
         assert_eq!(r[0]["successful"], true, "{r:?}");
-        assert_eq!(r[0]["supportedConnectionTypes"], json!(["long-polling"]));
+        assert_eq!(
+            r[0]["supportedConnectionTypes"],
+            json!(["long-polling", "websocket"])
+        );
         assert_eq!(r[0]["advice"]["reconnect"], "retry");
         assert_eq!(r[0]["advice"]["interval"], 0);
         assert!(r[0]["advice"]["timeout"].as_u64().is_some());

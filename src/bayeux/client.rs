@@ -272,6 +272,7 @@ pub async fn run<H: SessionHooks, M: From<Delivery> + Send + 'static>(
     };
     transport_gauge(&account, current);
     status.send_modify(|s| s.transport = current);
+    proto.set_relogin_on_rehandshake(current == WEBSOCKET);
     let mut inflight = FuturesUnordered::new();
     let mut shutdown_deadline: Option<Instant> = None;
     let mut last_state = proto.state();
@@ -329,6 +330,7 @@ pub async fn run<H: SessionHooks, M: From<Delivery> + Send + 'static>(
                         LONG_POLLING
                     };
                     proto.set_connection_type(current);
+                    proto.set_relogin_on_rehandshake(current == WEBSOCKET);
                     transport_gauge(&account, current);
                     status.send_modify(|s| s.transport = current);
                     proto.restart(Instant::now(), settings.reauth_delay);
@@ -350,6 +352,7 @@ pub async fn run<H: SessionHooks, M: From<Delivery> + Send + 'static>(
                     }
                     current = LONG_POLLING;
                     proto.set_connection_type(current);
+                    proto.set_relogin_on_rehandshake(false);
                     transport_gauge(&account, current);
                     status.send_modify(|s| s.transport = current);
                 }
@@ -402,6 +405,12 @@ pub async fn run<H: SessionHooks, M: From<Delivery> + Send + 'static>(
         }
         let wake = proto.poll_timeout();
         tokio::select! {
+            // Pushed frames first: a frame the socket read before a reply's frame is handled
+            // before that reply, so deliveries keep the server's order.
+            biased;
+            Some(frame) = next_push(&mut transports.pushes) => {
+                proto.handle_push(&frame);
+            }
             Some((id, kind, started, result)) = inflight.next(), if !inflight.is_empty() => {
                 if kind == RequestKind::Connect {
                     metrics::histogram!("chatwatch_bayeux_connect_seconds", &labels)
@@ -425,9 +434,6 @@ pub async fn run<H: SessionHooks, M: From<Delivery> + Send + 'static>(
             }
             _ = sleep_until(wake.unwrap_or(now)), if wake.is_some() => {}
             _ = beat.tick() => {}
-            Some(frame) = next_push(&mut transports.pushes) => {
-                proto.handle_push(&frame);
-            }
             _ = shutdown.cancelled(), if shutdown_deadline.is_none() => {
                 info!(account = %account, "disconnecting");
                 let _ = tokio::time::timeout(settings.protocol.max_network_delay, hooks.stopping()).await;

@@ -29,7 +29,7 @@
 //! - subscribe failures are retried with their own backoff; a subscription counts only once its
 //!   reply arrived.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -250,11 +250,12 @@ pub enum ProtocolEvent {
     },
     /// The session was disconnected on request.
     Disconnected,
-    /// A delivery the server sent again (same message id, `ack` extension): dropped.
+    /// A delivery the server sent again (part of a batch already received, `ack` extension):
+    /// dropped.
     DuplicateDropped {
         /// Its channel.
         channel: String,
-        /// Its message id.
+        /// Its message id (empty when it has none).
         id: String,
     },
     /// The server granted the `ack` extension at handshake.
@@ -385,36 +386,62 @@ pub struct Protocol {
     events: VecDeque<ProtocolEvent>,
     /// `ack` extension state of the current session.
     ack: AckState,
+    /// Log in again before re-handshaking a lost session (see
+    /// [`Protocol::set_relogin_on_rehandshake`]).
+    relogin_on_rehandshake: bool,
 }
 
-/// Bound on the delivery ids remembered per session to drop redeliveries (`ack`).
-const SEEN_IDS: usize = 10_000;
+/// Batches remembered per session to recognise redeliveries (`ack`).
+const RECENT_BATCHES: usize = 32;
 
-/// The `ack` extension of the current session: granted or not, the last batch received, and
-/// the ids of the latest deliveries (to drop what the server redelivers).
+/// The `ack` extension of the current session: granted or not, the last batch received, and the
+/// identities (channel and data) of the latest batches' deliveries. The server redelivers whole
+/// unacknowledged batches, in order, ahead of newer messages; a response whose deliveries begin
+/// with exactly the sequence of a batch already received carries that batch again, and those
+/// deliveries are dropped. (GWS notifications carry no message id, so identity is content; a
+/// whole batch repeated in order is what a redelivery looks like, and what fresh traffic is
+/// not.)
 #[derive(Debug, Default)]
 struct AckState {
     enabled: bool,
     batch: u64,
-    seen: HashSet<String>,
-    order: VecDeque<String>,
+    recent: VecDeque<Vec<u128>>,
 }
 
 impl AckState {
-    /// Records a delivery's identity; false when it was already seen (a redelivery).
-    fn first_time(&mut self, id: &str) -> bool {
-        if self.seen.contains(id) {
-            return false;
-        }
-        if self.order.len() >= SEEN_IDS {
-            if let Some(old) = self.order.pop_front() {
-                self.seen.remove(&old);
+    /// Splits `deliveries` (one response's, in order) into redelivered ones (dropped) and new
+    /// ones, and remembers the new ones as a batch.
+    fn dedupe(&mut self, deliveries: Vec<Message>) -> (Vec<Message>, Vec<Message>) {
+        let keys: Vec<u128> = deliveries.iter().map(identity).collect();
+        let mut pos = 0;
+        'scan: loop {
+            for batch in &self.recent {
+                if !batch.is_empty() && keys[pos..].starts_with(batch) {
+                    pos += batch.len();
+                    continue 'scan;
+                }
             }
+            break;
         }
-        self.seen.insert(id.to_owned());
-        self.order.push_back(id.to_owned());
-        true
+        let mut deliveries = deliveries;
+        let fresh = deliveries.split_off(pos);
+        if !fresh.is_empty() {
+            if self.recent.len() >= RECENT_BATCHES {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(keys[pos..].to_vec());
+        }
+        (deliveries, fresh)
     }
+}
+
+/// A delivery's identity for redelivery detection: its channel and exact data.
+fn identity(message: &Message) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(message.channel.as_bytes());
+    h.update(&[0]);
+    h.update(message.data.as_ref().map_or("", |d| d.get()).as_bytes());
+    h.digest128()
 }
 
 impl Protocol {
@@ -457,7 +484,16 @@ impl Protocol {
             },
             events: VecDeque::new(),
             ack: AckState::default(),
+            relogin_on_rehandshake: false,
         }
+    }
+
+    /// With `true` (and `requires_login`), a lost session is re-handshaken only after a new
+    /// login. Over WebSocket, Bayeux frames never meet the server's HTTP session checks (no 401
+    /// or CSRF 403 comes back on them), so a lost Bayeux session is the sign that the HTTP
+    /// session may be gone too.
+    pub fn set_relogin_on_rehandshake(&mut self, on: bool) {
+        self.relogin_on_rehandshake = on;
     }
 
     /// The connection type in use.
@@ -493,6 +529,7 @@ impl Protocol {
                 error: error.to_string(),
             });
         }
+        let mut deliveries = Vec::new();
         for message in parsed.messages {
             if message.is_reply() {
                 self.events.push_back(ProtocolEvent::MismatchedReply {
@@ -500,8 +537,29 @@ impl Protocol {
                     id: message.id,
                 });
             } else {
-                self.route_delivery(message);
+                deliveries.push(message);
             }
+        }
+        self.route_deliveries(deliveries);
+    }
+
+    /// Routes one response's (or frame's) deliveries, dropping a redelivered batch first when
+    /// the `ack` extension is on.
+    fn route_deliveries(&mut self, deliveries: Vec<Message>) {
+        let deliveries = if self.ack.enabled && !deliveries.is_empty() {
+            let (again, fresh) = self.ack.dedupe(deliveries);
+            for message in again {
+                self.events.push_back(ProtocolEvent::DuplicateDropped {
+                    channel: message.channel,
+                    id: message.id.unwrap_or_default(),
+                });
+            }
+            fresh
+        } else {
+            deliveries
+        };
+        for message in deliveries {
+            self.route_delivery(message);
         }
     }
 
@@ -766,13 +824,15 @@ impl Protocol {
             });
         }
         let mut replies = Vec::new();
+        let mut deliveries = Vec::new();
         for message in parsed.messages {
             if message.is_reply() {
                 replies.push(message);
             } else {
-                self.route_delivery(message);
+                deliveries.push(message);
             }
         }
+        self.route_deliveries(deliveries);
         self.on_replies(now, inflight, current, replies);
     }
 
@@ -882,25 +942,6 @@ impl Protocol {
             });
             return;
         };
-        if self.ack.enabled {
-            if let Some(id) = &message.id {
-                // Identity: channel, id and the exact data (ids alone are the publisher's and
-                // may collide between publishers).
-                let data = data.get();
-                let key = format!(
-                    "{}\u{0}{id}\u{0}{:032x}",
-                    message.channel,
-                    xxhash_rust::xxh3::xxh3_128(data.as_bytes())
-                );
-                if !self.ack.first_time(&key) {
-                    self.events.push_back(ProtocolEvent::DuplicateDropped {
-                        channel: message.channel,
-                        id: id.clone(),
-                    });
-                    return;
-                }
-            }
-        }
         if self
             .desired
             .iter()
@@ -1313,6 +1354,9 @@ impl Protocol {
             self.advice.interval
         };
         self.connect_at = Some(now + retry_in);
+        if self.relogin_on_rehandshake && self.cfg.requires_login && self.auth == Auth::Ready {
+            self.auth = Auth::Due(now + retry_in);
+        }
         self.events
             .push_back(ProtocolEvent::SessionLost { cause, retry_in });
     }

@@ -357,6 +357,7 @@ fn dispatch(frame: &[u8], pending: &PendingMap) -> Option<Bytes> {
         other => vec![other],
     };
     let mut rest = Vec::new();
+    let mut completed = Vec::new();
     for message in messages {
         let is_reply = message.get("successful").is_some();
         let id = message.get("id").and_then(id_text);
@@ -369,17 +370,33 @@ fn dispatch(frame: &[u8], pending: &PendingMap) -> Option<Bytes> {
         };
         match entry {
             Some(entry) => {
-                let mut p = entry.lock().unwrap_or_else(PoisonError::into_inner);
-                p.replies.push(message);
-                p.remaining = p.remaining.saturating_sub(1);
-                if p.remaining == 0 {
-                    let body = serde_json::to_vec(&p.replies).unwrap_or_default();
-                    if let Some(done) = p.done.take() {
-                        let _ = done.send(Ok(Bytes::from(body)));
-                    }
+                let done = {
+                    let mut p = entry.lock().unwrap_or_else(PoisonError::into_inner);
+                    p.replies.push(message);
+                    p.remaining = p.remaining.saturating_sub(1);
+                    p.remaining == 0
+                };
+                if done {
+                    completed.push(entry);
                 }
             }
             None => rest.push(message),
+        }
+    }
+    // Deliveries that share a frame with a reply travel with that reply (as on long-polling):
+    // a connect reply and the batch it carries stay together.
+    if let Some(first) = completed.first() {
+        first
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replies
+            .append(&mut rest);
+    }
+    for entry in completed {
+        let mut p = entry.lock().unwrap_or_else(PoisonError::into_inner);
+        let body = serde_json::to_vec(&p.replies).unwrap_or_default();
+        if let Some(done) = p.done.take() {
+            let _ = done.send(Ok(Bytes::from(body)));
         }
     }
     if rest.is_empty() {

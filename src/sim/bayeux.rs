@@ -188,6 +188,8 @@ pub(super) async fn handle(
     };
     let mut browser = caller.browser.map(str::to_owned);
     let mut touched: BTreeSet<String> = BTreeSet::new();
+    // Deliveries of `ack` sessions, appended after the replies.
+    let mut acked: Vec<Value> = Vec::new();
     let step = {
         let mut st = shared.lock();
         // Only the last connect of a batch may be held; earlier ones are answered at once.
@@ -234,11 +236,14 @@ pub(super) async fn handle(
                     let holdable = Some(index) == last_connect;
                     let slot = out.body.len();
                     match connect(shared, &mut st, &msg, &caller_now, holdable) {
-                        Connect::Reply(r, cid) => {
+                        Connect::Reply(mut r, cid) => {
+                            let mut batch = Vec::new();
                             if let Some(cid) = cid {
+                                ack_batch(&mut st, &cid, &mut r, &mut batch);
                                 touched.insert(cid);
                             }
                             out.body.push(r);
+                            acked.append(&mut batch);
                         }
                         Connect::Hold {
                             client_id,
@@ -321,7 +326,9 @@ pub(super) async fn handle(
                 let mut r = reply(&msg, "/meta/connect");
                 r.insert("successful".into(), true.into());
                 r.insert("advice".into(), retry_advice(shared));
-                Value::Object(r)
+                let mut r = Value::Object(r);
+                ack_batch(&mut st, &client_id, &mut r, &mut acked);
+                r
             }
             None if why == Some(Wake::Disconnected) => {
                 // CometD answers the held connect of a disconnected session successfully, with
@@ -346,15 +353,39 @@ pub(super) async fn handle(
         let mut st = shared.lock();
         drain(&mut st, &touched, &mut out.body);
     }
+    out.body.append(&mut acked);
     Ok(out)
 }
 
-/// Moves the queued deliveries of `sessions` into the response (each exactly once).
+/// Moves the queued deliveries of `sessions` into the response (each exactly once). Sessions
+/// with the `ack` extension get theirs only with their connect reply ([`ack_batch`]).
 fn drain(st: &mut State, sessions: &BTreeSet<String>, body: &mut Vec<Value>) {
     for cid in sessions {
         if let Some(s) = st.bayeux.get_mut(cid) {
-            body.append(&mut s.queue);
+            if !s.ack {
+                body.append(&mut s.queue);
+            }
         }
+    }
+}
+
+/// For a session with the `ack` extension answering its connect: what is queued becomes a new
+/// batch; every unacknowledged batch (redelivered ones first) goes into the response, and the
+/// connect reply carries the last batch number in `ext.ack`.
+fn ack_batch(st: &mut State, client_id: &str, reply: &mut Value, body: &mut Vec<Value>) {
+    let Some(s) = st.bayeux.get_mut(client_id).filter(|s| s.ack) else {
+        return;
+    };
+    if !s.queue.is_empty() {
+        s.batch += 1;
+        let batch = s.batch;
+        s.unacked.push((batch, std::mem::take(&mut s.queue)));
+    }
+    for (_, messages) in &s.unacked {
+        body.extend(messages.iter().cloned());
+    }
+    if let Value::Object(r) = reply {
+        r.insert("ext".into(), json!({"ack": s.batch}));
     }
 }
 
@@ -370,14 +401,21 @@ fn handshake(
     let offered = msg
         .get("supportedConnectionTypes")
         .and_then(Value::as_array)
-        .map(|a| a.iter().any(|t| t.as_str() == Some("long-polling")));
+        .map(|a| {
+            a.iter()
+                .any(|t| matches!(t.as_str(), Some("long-polling" | "websocket")))
+        });
     r.insert("version".into(), "1.0".into());
-    r.insert("supportedConnectionTypes".into(), json!(["long-polling"]));
+    r.insert(
+        "supportedConnectionTypes".into(),
+        json!(["long-polling", "websocket"]),
+    );
     if offered == Some(false) {
         r.insert("advice".into(), json!({"reconnect": "none", "interval": 0}));
         return fail(r, "400::unsupported_connection_types");
     }
     let client_id = shared.token(st, 28).to_ascii_lowercase();
+    let ack = msg.get("ext").and_then(|e| e.get("ack")) == Some(&Value::Bool(true));
     st.bayeux.insert(
         client_id.clone(),
         BayeuxSession {
@@ -388,9 +426,15 @@ fn handshake(
             connected: false,
             hold: None,
             last_seen: Instant::now(),
+            ack,
+            batch: 0,
+            unacked: Vec::new(),
         },
     );
-    tracing::debug!(%client_id, user, "sim: CometD handshake");
+    tracing::debug!(%client_id, user, ack, "sim: CometD handshake");
+    if ack {
+        r.insert("ext".into(), json!({"ack": true}));
+    }
     r.insert("clientId".into(), client_id.into());
     r.insert("successful".into(), true.into());
     r.insert("advice".into(), retry_advice(shared));
@@ -417,6 +461,15 @@ fn connect(
     holdable: bool,
 ) -> Connect {
     let hold_id = st.next();
+    let lost_ack = st.ack_lost > 0
+        && st
+            .bayeux
+            .values()
+            .any(|s| s.ack && s.unacked.iter().any(|(_, m)| !m.is_empty()));
+    if lost_ack {
+        st.ack_lost -= 1;
+        tracing::debug!("sim: ignoring the ack of this connect (as if lost)");
+    }
     let Some((cid, s)) = session(st, msg, caller) else {
         return Connect::Reply(unknown_client(msg, "/meta/connect"), None);
     };
@@ -426,6 +479,15 @@ fn connect(
     }
     let was_connected = s.connected;
     s.connected = true;
+    if s.ack {
+        let acked = msg
+            .get("ext")
+            .and_then(|e| e.get("ack"))
+            .and_then(Value::as_u64);
+        if let Some(acked) = acked.filter(|_| !lost_ack) {
+            s.unacked.retain(|(batch, _)| *batch > acked);
+        }
+    }
     // CometD honours the client's `advice.timeout`; the simulator caps it at its own timeout.
     let requested = msg
         .get("advice")
@@ -439,6 +501,7 @@ fn connect(
         || !was_connected
         || hold_for.is_zero()
         || !s.queue.is_empty()
+        || !s.unacked.is_empty()
         || shared.shutdown.is_cancelled();
     if immediate {
         s.last_seen = Instant::now();

@@ -30,9 +30,142 @@ pub(super) const CSRF_HEADER_NAME: &str = "X-CSRF-HEADER";
 /// The CSRF token header.
 pub(super) const CSRF_TOKEN: &str = "X-CSRF-TOKEN";
 
-/// The router: one fallback handler for everything.
+/// The router: one fallback handler for everything, and the WebSocket upgrade of the CometD
+/// endpoint.
 pub(super) fn router(shared: Arc<Shared>) -> Router {
-    Router::new().fallback(entry).with_state(shared)
+    Router::new()
+        .route(
+            "/api/v2/notifications",
+            axum::routing::get(websocket_entry).post(entry),
+        )
+        .fallback(entry)
+        .with_state(shared)
+}
+
+/// `GET /api/v2/notifications` with `Upgrade: websocket`: the same CometD server over one
+/// socket (each text frame a request; each answer a frame), authenticated by the upgrade
+/// request's cookie or Basic credentials. Refused with 403 while the side door says so.
+async fn websocket_entry(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    let mut rec = LoggedRequest {
+        method: "GET".to_owned(),
+        path: "/api/v2/notifications".to_owned(),
+        query: None,
+        operation_name: None,
+        status: 0,
+        csrf_header: headers.contains_key(CSRF_TOKEN),
+        session_cookie: !cookies(&headers, SESSION_COOKIE).is_empty(),
+        basic_auth: basic_credentials(&headers).is_some(),
+        user: None,
+        bayeux_channels: Vec::new(),
+        note: Some("websocket".to_owned()),
+    };
+    let refuse = {
+        let mut st = shared.lock();
+        if st.ws_refuse {
+            st.ws_refused += 1;
+        }
+        st.ws_refuse
+    };
+    let response = if refuse {
+        gws_error(
+            StatusCode::FORBIDDEN,
+            3,
+            "WebSocket refused (simulated proxy)",
+        )
+    } else {
+        match authenticate(&shared, &headers, false) {
+            Err(e) => e.into_response(),
+            Ok(auth) => {
+                rec.user = Some(auth.user.clone());
+                shared.lock().ws_upgrades += 1;
+                let browser = cookies(&headers, BROWSER_COOKIE).into_iter().next();
+                let user = auth.user.clone();
+                let shared = Arc::clone(&shared);
+                upgrade
+                    .max_message_size(MAX_WS_MESSAGE)
+                    .on_upgrade(move |socket| serve_websocket(shared, socket, user, browser))
+            }
+        }
+    };
+    rec.status = response.status().as_u16();
+    shared.log(rec);
+    response
+}
+
+/// Largest frame the simulator reads.
+const MAX_WS_MESSAGE: usize = 1 << 20;
+
+/// One socket: frames are handled concurrently (a connect may be held while subscribes pass),
+/// and each answer goes back as one frame.
+async fn serve_websocket(
+    shared: Arc<Shared>,
+    socket: axum::extract::ws::WebSocket,
+    user: String,
+    mut browser: Option<String>,
+) {
+    use axum::extract::ws::Message;
+    use futures_util::{SinkExt, StreamExt};
+    let (mut sink, mut stream) = socket.split();
+    let (out, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let writer = tokio::spawn(async move {
+        while let Some(text) = out_rx.recv().await {
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut handlers = tokio::task::JoinSet::new();
+    let mut epoch = shared.ws_epoch.subscribe();
+    loop {
+        let frame = tokio::select! {
+            frame = stream.next() => frame,
+            _ = epoch.changed() => break,
+            _ = shared.shutdown.cancelled() => break,
+        };
+        let Some(Ok(frame)) = frame else { break };
+        let Message::Text(text) = frame else {
+            if matches!(frame, Message::Close(_)) {
+                break;
+            }
+            continue;
+        };
+        // The browser cookie a handshake would set is kept for this socket instead.
+        let body = text.as_bytes().to_vec();
+        let shared = Arc::clone(&shared);
+        let user = user.clone();
+        let sent_browser = browser.clone();
+        let out = out.clone();
+        let (browser_tx, browser_rx) = tokio::sync::oneshot::channel();
+        handlers.spawn(async move {
+            let caller = Caller {
+                user: &user,
+                browser: sent_browser.as_deref(),
+            };
+            match bayeux::handle(&shared, caller, &body).await {
+                Ok(answer) => {
+                    let _ = browser_tx.send(answer.set_browser.clone());
+                    let _ = out.send(Value::Array(answer.body).to_string());
+                }
+                Err(e) => {
+                    let _ = browser_tx.send(None);
+                    tracing::debug!(error = %e, "sim: unreadable WebSocket frame");
+                }
+            }
+        });
+        // A handshake answers at once; wait for it so the next frame carries its browser id.
+        if text.contains("/meta/handshake") {
+            if let Ok(Some(b)) = browser_rx.await {
+                browser = Some(b);
+            }
+        }
+    }
+    handlers.abort_all();
+    drop(out);
+    let _ = writer.await;
 }
 
 async fn entry(
@@ -524,6 +657,21 @@ fn side_door(
             rec.note = note;
             Ok(json!({"chatId": id}))
         }
+        (true, ["websocket"]) => {
+            let mut st = shared.lock();
+            if let Some(refuse) = body.get("refuse").and_then(Value::as_bool) {
+                st.ws_refuse = refuse;
+            }
+            Ok(
+                json!({"refuse": st.ws_refuse, "upgrades": st.ws_upgrades, "refused": st.ws_refused}),
+            )
+        }
+        (true, ["lose-ack"]) => {
+            let count = body.get("count").and_then(Value::as_u64).unwrap_or(1);
+            let mut st = shared.lock();
+            st.ack_lost = u32::try_from(count).unwrap_or(u32::MAX);
+            Ok(json!({"ackLost": st.ack_lost}))
+        }
         (true, ["expire-bayeux"]) => Ok(json!({"expired": shared.lock().expire_bayeux()})),
         (true, ["expire-http"]) => Ok(json!({"expired": expire_http(shared)})),
         (true, ["restart"]) => {
@@ -603,9 +751,14 @@ fn customer(done: bool) -> Result<Value, HttpError> {
 
 /// Forgets every HTTP session; returns how many there were.
 pub(super) fn expire_http(shared: &Shared) -> usize {
-    let mut st = shared.lock();
-    let n = st.http.len();
-    st.http.clear();
+    let n = {
+        let mut st = shared.lock();
+        let n = st.http.len();
+        st.http.clear();
+        n
+    };
+    // The sockets authenticated by those sessions go with them.
+    shared.ws_epoch.send_modify(|e| *e += 1);
     n
 }
 

@@ -71,6 +71,13 @@ pub(super) struct BayeuxSession {
     pub hold: Option<Hold>,
     /// When the last connect reply (or the handshake reply) was sent; expiry counts from here.
     pub last_seen: Instant,
+    /// The session negotiated the `ack` extension: deliveries ride only on connect replies, in
+    /// numbered batches kept until the client acknowledges them.
+    pub ack: bool,
+    /// The last batch number handed out.
+    pub batch: u64,
+    /// Batches sent but not acknowledged yet, oldest first.
+    pub unacked: Vec<(u64, Vec<Value>)>,
 }
 
 /// One HTTP session (`JSESSIONID`).
@@ -103,6 +110,15 @@ pub(super) struct State {
     pub counter: u64,
     /// The last `referenceId` handed out.
     pub last_reference: u64,
+    /// Answer WebSocket upgrades with 403 (as a proxy that breaks WebSocket would).
+    pub ws_refuse: bool,
+    /// WebSocket upgrades accepted, and refused, so far.
+    pub ws_upgrades: u64,
+    /// WebSocket upgrades refused so far.
+    pub ws_refused: u64,
+    /// Ignore the `ack` of this many coming connects (as if it had been lost): the server
+    /// redelivers what it already sent.
+    pub ack_lost: u32,
 }
 
 impl State {
@@ -172,6 +188,8 @@ pub(super) struct Shared {
     id_prefix: String,
     state: Mutex<State>,
     log: Mutex<VecDeque<LoggedRequest>>,
+    /// Bumped when HTTP sessions are expired (a backend restart): open WebSockets close.
+    pub ws_epoch: tokio::sync::watch::Sender<u64>,
 }
 
 /// A 64-bit value from the standard library's randomly keyed hasher.
@@ -196,6 +214,7 @@ impl Shared {
             id_prefix,
             state: Mutex::new(State::default()),
             log: Mutex::new(VecDeque::new()),
+            ws_epoch: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -434,6 +453,9 @@ mod tests {
                 connected: true,
                 hold: None,
                 last_seen: Instant::now(),
+                ack: false,
+                batch: 0,
+                unacked: Vec::new(),
             },
         );
     }
