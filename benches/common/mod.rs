@@ -1,0 +1,51 @@
+//! What the process benchmarks share: free loopback ports, a child process killed on drop, and
+//! a process's resident memory and CPU time read from `/proc`.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::process::Child;
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (Linux: 100 on every common platform).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the child when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Resident set size in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// User + system CPU time of the process, in seconds.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit(')').next().unwrap();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the command: state is field 3 of stat, utime 14, stime 15 (1-based) → 11 and 12
+    // of `rest` (0-based).
+    let utime: f64 = fields[11].parse().unwrap();
+    let stime: f64 = fields[12].parse().unwrap();
+    (utime + stime) / TICKS_PER_SEC
+}

@@ -1,0 +1,209 @@
+//! chatwatch's two transports against the official CometD JavaScript client (npm `cometd` 9 with
+//! `cometd-nodejs-client` 2), on the same Faye server in the same run: delivery rate and client
+//! CPU time for 10,000 events published in one burst, on WebSocket and on long-polling.
+//!
+//! `cargo bench --bench transport` prints the table (needs `npm ci --prefix tests/faye`, which
+//! the README test command runs). chatwatch is the real release binary doing its whole job
+//! (decode, event record, journal, a file sink); the peer only counts the messages. CPU is read
+//! from `/proc/<pid>/stat` of each process between "subscribed" and "all events in". Under
+//! `cargo test` (no `--bench` argument) it runs 200 events per case as a smoke test.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+#[path = "common/mod.rs"]
+mod common;
+use common::{cpu_secs, free_port, Proc};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Starts Faye (connect hold 20 s) and returns it with its port.
+fn faye() -> (Proc, u16) {
+    let mut child = Command::new("node")
+        .arg(repo().join("tests/faye/server.js"))
+        .args(["--host", "127.0.0.1", "--port", "0", "--timeout", "20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("LISTENING ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    (Proc(child), port)
+}
+
+async fn publish(http: &reqwest::Client, port: u16, start: u64, count: u64) {
+    let r = http
+        .post(format!("http://127.0.0.1:{port}/control/publish"))
+        .header("content-type", "application/json")
+        .body(format!(
+            r#"{{"channel":"/v2/me/chats","start":{start},"count":{count}}}"#
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+}
+
+fn lines(path: &Path) -> u64 {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|c| **c == b'\n').count() as u64)
+        .unwrap_or(0)
+}
+
+/// (events/s, CPU ms per 10,000 events)
+struct Outcome(f64, f64);
+
+async fn chatwatch(port: u16, transport: &str, n: u64, start: u64, base: &Path) -> Outcome {
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let admin = free_port();
+    let config = dir.path().join("chatwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[accounts]]\nname = \"main\"\nurl = \"http://127.0.0.1:{port}\"\nserver = \"bayeux\"\n\
+             use_env_proxy = false\ntransports = [\"{transport}\"]\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n\
+             [journal]\ndir = \"{d}/journal\"\n\n[log]\nlevel = \"warn\"\nformat = \"json\"\n\n\
+             [sinks.events]\ntype = \"file\"\npath = \"{d}/events.jsonl\"\nfsync = \"never\"\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let daemon = Proc(
+        Command::new(env!("CARGO_BIN_EXE_chatwatch"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http
+        .get(format!("http://127.0.0.1:{admin}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "chatwatch never subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = daemon.0.id();
+    let events = dir.path().join("events.jsonl");
+    let cpu0 = cpu_secs(pid);
+    let t0 = Instant::now();
+    publish(&http, port, start, n).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while lines(&events) < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} events",
+            lines(&events)
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = cpu_secs(pid) - cpu0;
+    Outcome(n as f64 / elapsed, cpu * 1000.0 * 10_000.0 / n as f64)
+}
+
+async fn cometd_js(port: u16, transport: &str, n: u64, start: u64) -> Outcome {
+    let mut child = Command::new("node")
+        .arg(repo().join("tests/faye/cometd-client.mjs"))
+        .arg(format!("http://127.0.0.1:{port}/api/v2/notifications"))
+        .arg(transport)
+        .arg(n.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let pid = child.id();
+    let _guard = Proc(child);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let ready = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("the CometD client never subscribed")
+        .unwrap();
+    assert_eq!(
+        ready,
+        format!("READY {transport}"),
+        "the peer is on {ready}"
+    );
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let cpu0 = cpu_secs(pid);
+    let t0 = Instant::now();
+    publish(&http, port, start, n).await;
+    let done = tokio::time::timeout(Duration::from_secs(120), rx.recv())
+        .await
+        .expect("the CometD client did not get every message")
+        .unwrap();
+    assert_eq!(done, "DONE");
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = cpu_secs(pid) - cpu0;
+    Outcome(n as f64 / elapsed, cpu * 1000.0 * 10_000.0 / n as f64)
+}
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let n: u64 = if bench { 10_000 } else { 200 };
+    let rounds = if bench { 3 } else { 1 };
+    let base = repo().join("target/bench-transport");
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_faye, port) = faye();
+    println!("| transport | client | events/s | CPU per 10 000 events |");
+    println!("| --- | --- | --- | --- |");
+    runtime.block_on(async {
+        let mut start = 0;
+        for transport in ["websocket", "long-polling"] {
+            // The median of `rounds` runs of each.
+            let mut ours = Vec::new();
+            let mut peer = Vec::new();
+            for _ in 0..rounds {
+                ours.push(chatwatch(port, transport, n, start, &base).await);
+                start += n;
+                peer.push(cometd_js(port, transport, n, start).await);
+                start += n;
+            }
+            let median = |v: &mut Vec<Outcome>| {
+                v.sort_by(|a, b| a.1.total_cmp(&b.1));
+                let m = &v[v.len() / 2];
+                (m.0, m.1)
+            };
+            let (our_rate, our_cpu) = median(&mut ours);
+            let (peer_rate, peer_cpu) = median(&mut peer);
+            println!("| {transport} | chatwatch | {our_rate:.0} | {our_cpu:.0} ms |");
+            println!("| {transport} | CometD JS (Node) | {peer_rate:.0} | {peer_cpu:.0} ms |");
+            println!(
+                "| {transport} | ratio | | chatwatch uses {:.2}× the peer's CPU |",
+                our_cpu / peer_cpu.max(f64::MIN_POSITIVE)
+            );
+        }
+    });
+    let _ = std::fs::remove_dir_all(&base);
+}
