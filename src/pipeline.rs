@@ -8,7 +8,7 @@
 //! not listening still reaches the disposition webhook), and every tracked chat that GWS no longer
 //! lists produces a `chat_vanished` event before it is forgotten. Nothing is dropped silently.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -50,7 +50,16 @@ impl From<ChatSnapshot> for PipelineInput {
 pub struct Pipeline {
     account: String,
     tracker: ChatTracker,
+    /// When each chat's latest notification was received, for the last minute or so: a chat
+    /// heard of after a snapshot was requested is newer than the snapshot, which must neither
+    /// report it as changed nor as vanished.
+    heard: HashMap<String, time::OffsetDateTime>,
 }
+
+/// Notifications remembered in `heard` before old ones are pruned.
+const HEARD_PRUNE_AT: usize = 1024;
+/// How long a notification can matter to a snapshot (request to reconcile takes seconds).
+const HEARD_FOR: time::Duration = time::Duration::minutes(2);
 
 impl Pipeline {
     /// A pipeline for `account` whose tracker remembers at most `max_chats` chats.
@@ -58,17 +67,25 @@ impl Pipeline {
         Pipeline {
             account: account.to_owned(),
             tracker: ChatTracker::new(max_chats),
+            heard: HashMap::new(),
         }
     }
 
     /// The events one input produces, in order.
     pub fn process(&mut self, input: PipelineInput) -> Vec<Event> {
         match input {
-            PipelineInput::Delivery(d) => vec![Event::from_owned_delivery(
-                &self.account,
-                d,
-                &mut self.tracker,
-            )],
+            PipelineInput::Delivery(d) => {
+                let received_at = d.received_at;
+                let event = Event::from_owned_delivery(&self.account, d, &mut self.tracker);
+                if let Some(id) = event.chat.as_ref().and_then(|c| c.id.as_ref()) {
+                    if self.heard.len() >= HEARD_PRUNE_AT {
+                        let horizon = received_at - HEARD_FOR;
+                        self.heard.retain(|_, at| *at > horizon);
+                    }
+                    self.heard.insert(id.clone(), received_at);
+                }
+                vec![event]
+            }
             PipelineInput::Snapshot(s) => self.reconcile(s),
         }
     }
@@ -83,6 +100,9 @@ impl Pipeline {
                 continue;
             };
             listed.insert(id.clone());
+            if self.heard_since(&id, snapshot.requested_at) {
+                continue;
+            }
             let state = chat
                 .get("state")
                 .and_then(Value::as_str)
@@ -113,6 +133,10 @@ impl Pipeline {
             events.push(event);
         }
         for (id, last) in self.tracker.chats_not_in(&listed) {
+            if self.heard_since(&id, snapshot.requested_at) {
+                // Offered (or changed) after the snapshot was asked for: not vanished.
+                continue;
+            }
             self.tracker.forget(&id);
             warn!(account = %self.account, chat_id = %id, last_state = last.as_str(), "chat vanished while not listening");
             events.push(Event::vanished(
@@ -128,6 +152,13 @@ impl Pipeline {
                 .increment(events.len() as u64);
         }
         events
+    }
+}
+
+impl Pipeline {
+    /// Whether a notification about `chat` was received at or after `at`.
+    fn heard_since(&self, chat: &str, at: time::OffsetDateTime) -> bool {
+        self.heard.get(chat).is_some_and(|t| *t >= at)
     }
 }
 
@@ -237,4 +268,77 @@ fn metric_labels(event: &Event) -> (&'static str, String) {
         Some(s) => s.as_str().to_owned(),
     };
     (message_type, state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::RawJson;
+
+    fn delivery(chat: &str, state: &str, at: time::OffsetDateTime) -> PipelineInput {
+        PipelineInput::Delivery(Delivery {
+            channel: "/v2/me/chats".to_owned(),
+            data: RawJson::from_value(&json!({
+                "messageType": "ChatStateChangeMessage",
+                "notificationType": "StatusChange",
+                "chat": {"id": chat, "state": state}
+            })),
+            id: None,
+            received_at: at,
+        })
+    }
+
+    fn snapshot(chats: &[(&str, &str)], requested_at: time::OffsetDateTime) -> PipelineInput {
+        PipelineInput::Snapshot(ChatSnapshot {
+            chats: chats
+                .iter()
+                .map(|(id, state)| json!({"id": id, "state": state}))
+                .collect(),
+            taken_at: requested_at + time::Duration::milliseconds(50),
+            requested_at,
+        })
+    }
+
+    #[test]
+    fn a_snapshot_does_not_contradict_notifications_received_after_it_was_asked_for() {
+        let t0 = time::OffsetDateTime::now_utc();
+        let ms = time::Duration::milliseconds;
+        let mut p = Pipeline::new("main", 100);
+        // Known before: "old" (Chatting). Then the snapshot is requested at t0; meanwhile the
+        // notification of a new chat arrives (t0 + 10 ms), and the snapshot, read before that
+        // chat existed, lists only "old".
+        p.process(delivery("old", "Chatting", t0 - ms(1000)));
+        let fresh = p.process(delivery("new", "Invited", t0 + ms(10)));
+        assert_eq!(fresh.len(), 1);
+        let events = p.process(snapshot(&[("old", "Chatting")], t0));
+        assert!(
+            events.is_empty(),
+            "nothing vanished, nothing changed: {events:?}"
+        );
+        // The next notification of the new chat still knows its previous state.
+        let next = p.process(delivery("new", "Chatting", t0 + ms(100)));
+        assert_eq!(
+            next[0].previous_state().map(|s| s.as_str()),
+            Some("Invited")
+        );
+
+        // A chat the snapshot lists while its notification is already in: no recovered copy.
+        let t1 = t0 + ms(1000);
+        p.process(delivery("third", "Invited", t1 + ms(5)));
+        let events = p.process(snapshot(
+            &[
+                ("old", "Chatting"),
+                ("new", "Chatting"),
+                ("third", "Invited"),
+            ],
+            t1,
+        ));
+        assert!(events.is_empty(), "{events:?}");
+
+        // Heard of only before the snapshot was asked for, and missing from it: vanished.
+        let t2 = t1 + ms(1000);
+        let events = p.process(snapshot(&[("new", "Chatting"), ("third", "Invited")], t2));
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].kind, crate::event::EventKind::ChatVanished);
+    }
 }

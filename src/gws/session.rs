@@ -67,6 +67,8 @@ pub struct ChatSnapshot {
     pub chats: Vec<Value>,
     /// When the snapshot was read.
     pub taken_at: time::OffsetDateTime,
+    /// When it was asked for: notifications received after this may be newer than it.
+    pub requested_at: time::OffsetDateTime,
 }
 
 /// One account's GWS session. See the module documentation.
@@ -233,6 +235,7 @@ impl GwsSession {
 
     /// The agent's open chats (`GET /api/v2/me?subresources=*` → `user.chats`).
     pub async fn chats(&self) -> Result<ChatSnapshot, SessionError> {
+        let requested_at = time::OffsetDateTime::now_utc();
         let me = self.get_json("/api/v2/me?subresources=*").await?;
         let chats = me
             .pointer("/user/chats")
@@ -242,6 +245,7 @@ impl GwsSession {
         Ok(ChatSnapshot {
             chats,
             taken_at: time::OffsetDateTime::now_utc(),
+            requested_at,
         })
     }
 
