@@ -7,6 +7,7 @@
 //! (decode, event record, journal, a file sink); the peer only counts the messages. CPU is read
 //! from `/proc/<pid>/stat` of each process between "subscribed" and "all events in". Under
 //! `cargo test` (no `--bench` argument) it runs 200 events per case as a smoke test.
+//! `CHATWATCH_BENCH_FSYNC=never` sets the journal's fsync policy (default `interval`).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -67,7 +68,14 @@ fn lines(path: &Path) -> u64 {
 /// (events/s, CPU ms per 10,000 events)
 struct Outcome(f64, f64);
 
-async fn chatwatch(port: u16, transport: &str, n: u64, start: u64, base: &Path) -> Outcome {
+async fn chatwatch(
+    port: u16,
+    transport: &str,
+    fsync: &str,
+    n: u64,
+    start: u64,
+    base: &Path,
+) -> Outcome {
     let dir = tempfile::tempdir_in(base).unwrap();
     let admin = free_port();
     let config = dir.path().join("chatwatch.toml");
@@ -76,9 +84,9 @@ async fn chatwatch(port: u16, transport: &str, n: u64, start: u64, base: &Path) 
         format!(
             "[[accounts]]\nname = \"main\"\nurl = \"http://127.0.0.1:{port}\"\nserver = \"bayeux\"\n\
              use_env_proxy = false\ntransports = [\"{transport}\"]\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n\
-             [journal]\ndir = \"{d}/journal\"\n\n[log]\nlevel = \"warn\"\nformat = \"json\"\n\n\
+             [journal]\ndir = \"{d}/journal\"\nfsync = \"{fsync}\"\n\n[log]\nlevel = \"warn\"\nformat = \"json\"\n\n\
              [sinks.events]\ntype = \"file\"\npath = \"{d}/events.jsonl\"\nfsync = \"never\"\n",
-            d = dir.path().display()
+            d = dir.path().display(),
         ),
     )
     .unwrap();
@@ -176,6 +184,10 @@ fn main() {
         .build()
         .unwrap();
     let (_faye, port) = faye();
+    // The journal's fsync policy: "interval" is the default; "never" leaves out the syncs the
+    // peer (which persists nothing) does not do either.
+    let fsync = std::env::var("CHATWATCH_BENCH_FSYNC").unwrap_or_else(|_| "interval".to_owned());
+    println!("journal fsync = \"{fsync}\"");
     println!("| transport | client | events/s | CPU per 10 000 events |");
     println!("| --- | --- | --- | --- |");
     runtime.block_on(async {
@@ -185,7 +197,7 @@ fn main() {
             let mut ours = Vec::new();
             let mut peer = Vec::new();
             for _ in 0..rounds {
-                ours.push(chatwatch(port, transport, n, start, &base).await);
+                ours.push(chatwatch(port, transport, &fsync, n, start, &base).await);
                 start += n;
                 peer.push(cometd_js(port, transport, n, start).await);
                 start += n;

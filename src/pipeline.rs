@@ -204,20 +204,30 @@ pub async fn run(
     max_chats: usize,
 ) -> Result<(), PipelineError> {
     let mut pipeline = Pipeline::new(&account, max_chats);
+    // `chatwatch_events_total` handles by label set (a few dozen at most: the labels are bounded).
+    let mut counters: HashMap<(&'static str, &'static str, String), metrics::Counter> =
+        HashMap::new();
     let mut inputs = Vec::with_capacity(APPEND_BATCH);
     while rx.recv_many(&mut inputs, APPEND_BATCH).await > 0 {
         let mut payloads = Vec::with_capacity(inputs.len());
         for input in inputs.drain(..) {
             for event in pipeline.process(input) {
                 let (message_type, state) = metric_labels(&event);
-                metrics::counter!(
-                    "chatwatch_events_total",
-                    "account" => account.clone(),
-                    "kind" => event.kind.as_str(),
-                    "message_type" => message_type,
-                    "state" => state,
-                )
-                .increment(1);
+                let key = (event.kind.as_str(), message_type, state);
+                match counters.get(&key) {
+                    Some(c) => c.increment(1),
+                    None => {
+                        let c = metrics::counter!(
+                            "chatwatch_events_total",
+                            "account" => account.clone(),
+                            "kind" => key.0,
+                            "message_type" => key.1,
+                            "state" => key.2.clone(),
+                        );
+                        c.increment(1);
+                        counters.insert(key, c);
+                    }
+                }
                 match serde_json::to_vec(&event) {
                     Ok(p) => payloads.push(p),
                     Err(e) => {

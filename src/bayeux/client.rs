@@ -278,6 +278,8 @@ pub async fn run<H: SessionHooks, M: From<Delivery> + Send + 'static>(
     let mut last_state = proto.state();
     let mut listening = false;
     let labels = [("account", account.clone())];
+    // Registered once: looking a labelled metric up costs more than the increment.
+    let deliveries_counter = metrics::counter!("chatwatch_bayeux_deliveries_total", &labels);
     info!(account = %account, url = %settings.http.url, channels = ?settings.protocol.channels, "session starting");
 
     let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
@@ -307,7 +309,7 @@ pub async fn run<H: SessionHooks, M: From<Delivery> + Send + 'static>(
                     id: raw.id,
                     received_at: time::OffsetDateTime::now_utc(),
                 };
-                metrics::counter!("chatwatch_bayeux_deliveries_total", &labels).increment(1);
+                deliveries_counter.increment(1);
                 if deliveries.send(M::from(delivery)).await.is_err() {
                     return Err(ClientError::PipelineClosed { account });
                 }
