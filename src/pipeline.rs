@@ -54,10 +54,15 @@ pub struct Pipeline {
     /// heard of after a snapshot was requested is newer than the snapshot, which must neither
     /// report it as changed nor as vanished.
     heard: HashMap<String, time::OffsetDateTime>,
+    /// Inserts into `heard` since it was last pruned.
+    heard_inserts: usize,
 }
 
-/// Notifications remembered in `heard` before old ones are pruned.
-const HEARD_PRUNE_AT: usize = 1024;
+/// Inserts into `heard` between two prunings (amortises the pruning pass).
+const HEARD_PRUNE_EVERY: usize = 1024;
+/// Hard bound on `heard`: beyond it (a storm of distinct chats) it is cleared, which only
+/// reopens the snapshot race for those chats.
+const HEARD_MAX: usize = 200_000;
 /// How long a notification can matter to a snapshot (request to reconcile takes seconds).
 const HEARD_FOR: time::Duration = time::Duration::minutes(2);
 
@@ -68,6 +73,7 @@ impl Pipeline {
             account: account.to_owned(),
             tracker: ChatTracker::new(max_chats),
             heard: HashMap::new(),
+            heard_inserts: 0,
         }
     }
 
@@ -78,9 +84,14 @@ impl Pipeline {
                 let received_at = d.received_at;
                 let event = Event::from_owned_delivery(&self.account, d, &mut self.tracker);
                 if let Some(id) = event.chat.as_ref().and_then(|c| c.id.as_ref()) {
-                    if self.heard.len() >= HEARD_PRUNE_AT {
+                    self.heard_inserts += 1;
+                    if self.heard_inserts >= HEARD_PRUNE_EVERY {
+                        self.heard_inserts = 0;
                         let horizon = received_at - HEARD_FOR;
                         self.heard.retain(|_, at| *at > horizon);
+                        if self.heard.len() > HEARD_MAX {
+                            self.heard.clear();
+                        }
                     }
                     self.heard.insert(id.clone(), received_at);
                 }
