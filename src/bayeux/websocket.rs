@@ -31,6 +31,8 @@ use super::transport::{shared_tls_config, HttpClient, HttpSettings, TransportErr
 
 /// How often a ping goes out on an open socket.
 pub const PING_EVERY: Duration = Duration::from_secs(15);
+/// Initial read buffer of a socket.
+const READ_BUFFER: usize = 8 * 1024;
 /// Unsolicited frames buffered for the driver before the reader waits.
 const PUSH_CAPACITY: usize = 1024;
 
@@ -190,6 +192,10 @@ impl WebSocket {
                 .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("chatwatch")),
         );
         let mut config = WebSocketConfig::default();
+        // tungstenite's defaults (128 KiB read and write buffers) would be most of an idle
+        // account's memory; Bayeux frames are small, and the read buffer grows when needed.
+        config.read_buffer_size = READ_BUFFER;
+        config.write_buffer_size = 0;
         config.max_message_size = Some(inner.settings.max_response_bytes);
         config.max_frame_size = Some(inner.settings.max_response_bytes);
         let connector = if inner.url.scheme() == "wss" {
