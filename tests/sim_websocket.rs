@@ -76,6 +76,9 @@ async fn gws_over_websocket_with_ack() {
     let sim = simulator().await;
     let daemon = Daemon::start_gws(sim.base_url().as_str(), "password1");
     daemon.wait_listening(1).await;
+    // Offer only once the first state snapshot is read (a chat offered meanwhile may also be
+    // reported as recovered).
+    daemon.wait_log("state recovered from GWS", 0).await;
     daemon
         .wait_log("WebSocket works; staying on it across reconnects", 0)
         .await;
@@ -102,6 +105,9 @@ async fn a_refused_upgrade_falls_back_to_long_polling() {
     side(&sim, "/sim/websocket", json!({"refuse": true})).await;
     let daemon = Daemon::start_gws(sim.base_url().as_str(), "password1");
     daemon.wait_listening(1).await;
+    // Offer only once the first state snapshot is read (a chat offered meanwhile may also be
+    // reported as recovered).
+    daemon.wait_log("state recovered from GWS", 0).await;
     assert_eq!(
         daemon.count_log("WebSocket did not work; falling back to long-polling"),
         1,
@@ -123,6 +129,9 @@ async fn redelivered_batches_are_dropped_before_the_journal() {
     let sim = simulator().await;
     let daemon = Daemon::start_gws(sim.base_url().as_str(), "password1");
     daemon.wait_listening(1).await;
+    // Offer only once the first state snapshot is read (a chat offered meanwhile may also be
+    // reported as recovered).
+    daemon.wait_log("state recovered from GWS", 0).await;
     daemon
         .wait_log("the server granted the ack extension", 0)
         .await;

@@ -194,6 +194,17 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<PathB
         if !listening {
             return Err(DemoError::NotListening);
         }
+        // Let the daemon read its first state snapshot before chats appear: a chat offered
+        // while it is read could be reported once more as `recovered` (see README).
+        let snapshot_read = || {
+            sim.requests().iter().any(|r| {
+                r.path == "/api/v2/me" && r.query.as_deref().is_some_and(|q| q.contains("subresources"))
+            })
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !snapshot_read() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         // The agent's desktop: a second GWS session of the same agent that performs operations.
         let desk = desk_session(&sim.base_url())?;
         desk.login().await?;
