@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use chatwatch::delivery::Delivery;
+use chatwatch::delivery::SinkRunner;
 use chatwatch::journal::{Journal, JournalConfig, JournalFsync};
 use chatwatch::sinks::file::FileSinkConfig;
 use chatwatch::sinks::webhook::{SecretSource, WebhookSinkConfig};
@@ -52,7 +52,7 @@ async fn run_case(
     cfg.fsync = fsync;
     let journal = Journal::open(cfg).unwrap();
     let name = sink.0.clone();
-    let delivery = Delivery::start(journal.clone(), vec![sink], Duration::from_secs(30))
+    let delivery = SinkRunner::start(journal.clone(), vec![sink], Duration::from_secs(30))
         .await
         .unwrap();
     let started = Instant::now();

@@ -1,6 +1,7 @@
-//! Journal-driven delivery: one task per sink reads the journal at that sink's own cursor and
-//! hands batches to the sink ([`Deliver`]); the cursor is stored (atomically) only after the sink
-//! said the batch is delivered.
+//! Journal-driven delivery: the [`SinkRunner`] builds every configured sink
+//! ([`SinkConfig::build`]) and runs one task per sink that reads the journal at that sink's own
+//! cursor, applies the sink's filter and hands batches to the sink ([`Deliver`]); the cursor is
+//! stored (atomically) only after the sink said the batch is delivered.
 //!
 //! This is what makes a slow or dead sink harmless to the others and a crash harmless to all:
 //! a webhook that is down for an hour only holds back its own cursor, while the audit file keeps
@@ -26,7 +27,7 @@ use crate::bayeux::backoff::Backoff;
 use crate::event::Event;
 use crate::journal::Journal;
 use crate::sinks::deliver::Deliver;
-use crate::sinks::{FilterConfig, SinkConfig, SinkError};
+use crate::sinks::{AnySink, FilterConfig, SinkConfig, SinkError};
 
 /// Records read from the journal per batch.
 const BATCH: usize = 1024;
@@ -37,64 +38,12 @@ const CURSOR_EVERY: Duration = Duration::from_millis(200);
 /// How often fully delivered journal segments are deleted.
 const GC_EVERY: Duration = Duration::from_secs(5);
 
-/// A running sink of any type.
-// One value per configured sink for the life of the process: boxing the larger variants would
-// save nothing worth an indirection.
-#[allow(clippy::large_enum_variant)]
-pub enum AnySink {
-    /// `type = "log"`.
-    Log(crate::sinks::log::LogSink),
-    /// `type = "file"`.
-    File(crate::sinks::file::FileSink),
-    /// `type = "webhook"`.
-    Webhook(crate::sinks::webhook::WebhookSink),
-    /// `type = "audit"`.
-    Audit(crate::sinks::audit::AuditSink),
-}
-
-impl AnySink {
-    /// Opens the sink `name` described by `config`.
-    pub async fn open(name: &str, config: &SinkConfig) -> Result<AnySink, SinkError> {
-        Ok(match config {
-            SinkConfig::Log(c) => AnySink::Log(c.open(name)?),
-            SinkConfig::File(c) => AnySink::File(c.open(name).await?),
-            SinkConfig::Webhook(c) => AnySink::Webhook(c.build(name).await?),
-            SinkConfig::Audit(c) => AnySink::Audit(c.open(name).await?),
-        })
-    }
-
-    async fn deliver(&mut self, events: &[Arc<Event>]) -> Result<(), SinkError> {
-        match self {
-            AnySink::Log(s) => s.deliver(events).await,
-            AnySink::File(s) => s.deliver(events).await,
-            AnySink::Webhook(s) => s.deliver(events).await,
-            AnySink::Audit(s) => s.deliver(events).await,
-        }
-    }
-
-    async fn reopen(&mut self) -> Result<(), SinkError> {
-        match self {
-            AnySink::Log(s) => s.reopen().await,
-            AnySink::File(s) => s.reopen().await,
-            AnySink::Webhook(s) => s.reopen().await,
-            AnySink::Audit(s) => s.reopen().await,
-        }
-    }
-
-    async fn close(&mut self) -> Result<(), SinkError> {
-        match self {
-            AnySink::Log(s) => s.close().await,
-            AnySink::File(s) => s.close().await,
-            AnySink::Webhook(s) => s.close().await,
-            AnySink::Audit(s) => s.close().await,
-        }
-    }
-}
-
-/// The running delivery side: one task per sink, plus journal garbage collection.
-pub struct Delivery {
+/// The running delivery side: one task per sink, reading the journal at that sink's cursor and
+/// driving the sink, plus journal garbage collection. (Not to be confused with a Bayeux
+/// [`Delivery`](crate::bayeux::Delivery), a message coming in.)
+pub struct SinkRunner {
     journal: Journal,
-    sinks: BTreeMap<String, RunningSink>,
+    sinks: BTreeMap<String, SinkTask>,
     reopen: broadcast::Sender<()>,
     drain_for: Duration,
     gc_stop: CancellationToken,
@@ -102,14 +51,14 @@ pub struct Delivery {
 }
 
 /// One sink's task, its configuration and the token that stops it.
-struct RunningSink {
+struct SinkTask {
     config: SinkConfig,
     stop: CancellationToken,
     kill: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
-/// What [`Delivery::apply`] changed, by sink name.
+/// What [`SinkRunner::apply`] changed, by sink name.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SinkChanges {
     /// Sinks started.
@@ -127,15 +76,15 @@ impl SinkChanges {
     }
 }
 
-impl std::fmt::Debug for Delivery {
+impl std::fmt::Debug for SinkRunner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Delivery")
+        f.debug_struct("SinkRunner")
             .field("sinks", &self.sinks.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
 
-impl Delivery {
+impl SinkRunner {
     /// Validates and opens every sink, releases the cursors of sinks no longer configured, and
     /// starts one delivery task per sink. Fails (before starting anything) when a sink cannot be
     /// opened: a bad path or secret is a configuration error the operator must see at once.
@@ -144,19 +93,22 @@ impl Delivery {
         journal: Journal,
         sinks: Vec<(String, SinkConfig)>,
         drain_for: Duration,
-    ) -> Result<Delivery, SinkError> {
+    ) -> Result<SinkRunner, SinkError> {
+        check_names(&sinks)?;
+        for (name, config) in &sinks {
+            config.validate().map_err(|e| e.in_sink(name))?;
+        }
         let names: Vec<String> = sinks.iter().map(|(n, _)| n.clone()).collect();
         release_cursors(&journal, &names)?;
         let mut opened = Vec::new();
         for (name, config) in sinks {
-            config.validate().map_err(|e| e.in_sink(&name))?;
-            let sink = AnySink::open(&name, &config).await?;
+            let sink = config.build(&name).await?;
             opened.push((name, config, sink));
         }
         let (reopen, _) = broadcast::channel(4);
         let gc_stop = CancellationToken::new();
         let gc = tokio::spawn(collect_garbage(journal.clone(), gc_stop.clone()));
-        let mut delivery = Delivery {
+        let mut runner = SinkRunner {
             journal,
             sinks: BTreeMap::new(),
             reopen,
@@ -165,18 +117,20 @@ impl Delivery {
             gc,
         };
         for (name, config, sink) in opened {
-            delivery.spawn(name, config, sink);
+            runner.spawn(name, config, sink);
         }
-        Ok(delivery)
+        Ok(runner)
     }
 
     fn spawn(&mut self, name: String, config: SinkConfig, sink: AnySink) {
         let stop = CancellationToken::new();
         let kill = CancellationToken::new();
+        let cursor = initial_cursor(&self.journal, &name);
         let task = tokio::spawn(run_sink(
             name.clone(),
             config.clone(),
             sink,
+            cursor,
             self.journal.clone(),
             Stop {
                 stop: stop.clone(),
@@ -187,7 +141,7 @@ impl Delivery {
         ));
         self.sinks.insert(
             name,
-            RunningSink {
+            SinkTask {
                 config,
                 stop,
                 kill,
@@ -213,6 +167,7 @@ impl Delivery {
         sinks: Vec<(String, SinkConfig)>,
     ) -> Result<SinkChanges, SinkError> {
         let mut changes = SinkChanges::default();
+        check_names(&sinks)?;
         let wanted: BTreeMap<String, SinkConfig> = sinks.into_iter().collect();
         for (name, config) in &wanted {
             config.validate().map_err(|e| e.in_sink(name))?;
@@ -220,11 +175,7 @@ impl Delivery {
         let mut fresh = Vec::new();
         for (name, config) in &wanted {
             if !self.sinks.contains_key(name) {
-                fresh.push((
-                    name.clone(),
-                    config.clone(),
-                    AnySink::open(name, config).await?,
-                ));
+                fresh.push((name.clone(), config.clone(), config.build(name).await?));
             }
         }
         let gone: Vec<String> = self
@@ -251,14 +202,14 @@ impl Delivery {
             let running = self.sinks.remove(name).expect("present");
             let old = running.config.clone();
             running.stop_now().await;
-            match AnySink::open(name, config).await {
+            match config.build(name).await {
                 Ok(sink) => {
                     self.spawn(name.clone(), config.clone(), sink);
                     changes.restarted.push(name.clone());
                 }
                 Err(e) => {
                     error!(sink = %name, error = %e, "the new configuration of the sink cannot be opened; keeping the old one");
-                    match AnySink::open(name, &old).await {
+                    match old.build(name).await {
                         Ok(sink) => self.spawn(name.clone(), old, sink),
                         Err(e2) => {
                             error!(sink = %name, error = %e2, "the old configuration cannot be opened again either; the sink is stopped (its events stay in the journal)")
@@ -315,7 +266,7 @@ impl Delivery {
     }
 }
 
-impl RunningSink {
+impl SinkTask {
     /// Stops the sink without draining: what it has not delivered stays in the journal at its
     /// cursor.
     async fn stop_now(self) {
@@ -331,6 +282,20 @@ impl RunningSink {
             task.abort();
         }
     }
+}
+
+/// Every sink name must be non-empty and unique (a duplicate would start two tasks on one
+/// cursor).
+fn check_names(sinks: &[(String, SinkConfig)]) -> Result<(), SinkError> {
+    for (i, (name, _)) in sinks.iter().enumerate() {
+        if name.is_empty() {
+            return Err(SinkError::EmptyName);
+        }
+        if sinks[..i].iter().any(|(other, _)| other == name) {
+            return Err(SinkError::DuplicateName(name.clone()));
+        }
+    }
+    Ok(())
 }
 
 fn release_cursors(journal: &Journal, names: &[String]) -> Result<(), SinkError> {
@@ -365,11 +330,32 @@ struct Stop {
     drain_for: Duration,
 }
 
-/// One sink's delivery loop. See the module documentation.
+/// Where sink `name` starts: its stored cursor, or for a sink new to the journal the head as it
+/// is now (stored at once, so what is appended from now on is delivered to it even if its task
+/// starts later).
+fn initial_cursor(journal: &Journal, name: &str) -> u64 {
+    match journal.load_cursor(name) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            let head = *journal.head().borrow();
+            if let Err(e) = journal.store_cursor(name, head) {
+                error!(sink = %name, error = %e, "cannot store the sink's journal cursor");
+            }
+            head
+        }
+        Err(e) => {
+            error!(sink = %name, error = %e, "cannot read the sink's journal cursor; starting at the head");
+            *journal.head().borrow()
+        }
+    }
+}
+
+/// One sink's delivery loop, from `cursor`. See the module documentation.
 async fn run_sink(
     name: String,
     config: SinkConfig,
     mut sink: AnySink,
+    mut cursor: u64,
     journal: Journal,
     stop: Stop,
     mut reopen: broadcast::Receiver<()>,
@@ -389,20 +375,6 @@ async fn run_sink(
     let filter: FilterConfig = config.filter().clone();
     let labels = [("sink", name.clone())];
     let mut head_rx = journal.head();
-    let mut cursor = match journal.load_cursor(&name) {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            let head = *head_rx.borrow();
-            if let Err(e) = journal.store_cursor(&name, head) {
-                error!(sink = %name, error = %e, "cannot store the sink's journal cursor");
-            }
-            head
-        }
-        Err(e) => {
-            error!(sink = %name, error = %e, "cannot read the sink's journal cursor; starting at the head");
-            *head_rx.borrow()
-        }
-    };
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     let mut drain_until: Option<Instant> = None;
     let mut stored = cursor;
@@ -490,7 +462,7 @@ async fn run_sink(
                     metrics::counter!("chatwatch_sink_restarts_total", &labels).increment(1);
                     let _ = sink.close().await;
                     tokio::time::sleep(delay).await;
-                    match AnySink::open(&name, &config).await {
+                    match config.build(&name).await {
                         Ok(fresh) => sink = fresh,
                         Err(e) => {
                             error!(sink = %name, error = %e, "cannot reopen the sink; will retry")

@@ -1,17 +1,19 @@
-//! Integration tests of the sink layer through its public API: configuration parsed the way the
-//! daemon parses it, a real [`Fanout`] over real files, and a real full device.
+//! Integration tests of the sink layer through its public API, on the path the daemon uses:
+//! configuration parsed the way the daemon parses it, a real journal, the [`SinkRunner`]
+//! driving real file sinks from it, real pre-existing files and a real full device.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
+use chatwatch::delivery::SinkRunner;
 use chatwatch::event::{ChatRecord, Event, EventKind, SCHEMA};
 use chatwatch::gws::notification::{ChatState, NotificationType};
+use chatwatch::journal::{Journal, JournalConfig, JournalFsync};
 use chatwatch::sinks::{
-    Fanout, FileSinkConfig, FilterConfig, FsyncPolicy, LogSinkConfig, SinkConfig, DELIVERED_EVENTS,
-    DROPPED_EVENTS, FAILED_WRITES,
+    FileSinkConfig, FilterConfig, FsyncPolicy, LogSinkConfig, SinkConfig, SinkError,
+    DELIVERED_EVENTS, FAILED_WRITES,
 };
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
@@ -105,40 +107,34 @@ impl Counters {
     }
 }
 
-/// A tracing writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+/// A journal in `dir` that makes appends visible at once (no fsync: these tests are about the
+/// sinks).
+fn journal(dir: &Path) -> Journal {
+    let mut cfg = JournalConfig::new(dir.join("journal"));
+    cfg.fsync = JournalFsync::Never;
+    Journal::open(cfg).expect("the journal opens")
 }
 
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
+/// Appends `events` to the journal, as the pipeline does; returns the last seq.
+async fn append(journal: &Journal, events: impl Iterator<Item = Event>) -> u64 {
+    let payloads = events
+        .map(|e| serde_json::to_vec(&e).expect("an event encodes"))
+        .collect();
+    *journal.append(payloads).await.expect("appended").end()
 }
 
-/// Installs `subscriber` for this thread so that captures are reliable under parallel tests.
-///
-/// tracing caches each callsite's interest process-wide, computed on the thread that first hits
-/// it; a sibling test without a subscriber would cache `never` and blind this capture. A
-/// process-wide inert registry keeps every callsite at least `sometimes` interested, and the
-/// rebuild re-evaluates callsites registered before this install.
-fn capture_with(
-    subscriber: impl tracing::Subscriber + Send + Sync,
-) -> tracing::subscriber::DefaultGuard {
-    static ANCHOR: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
-    ANCHOR.get_or_init(|| tracing::Dispatch::new(tracing_subscriber::registry()));
-    let guard = tracing::subscriber::set_default(subscriber);
-    tracing::callsite::rebuild_interest_cache();
-    guard
+/// Waits (up to 20 s) until every sink in `names` has stored a cursor at or past `seq`.
+async fn wait_cursors(journal: &Journal, names: &[&str], seq: u64) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    for name in names {
+        while journal.load_cursor(name).unwrap().unwrap_or(0) < seq {
+            assert!(
+                tokio::time::Instant::now() < until,
+                "sink `{name}` did not deliver up to {seq}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -148,7 +144,7 @@ struct Root {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn toml_configured_fanout_routes_by_filter_and_preserves_order() {
+async fn toml_configured_sinks_route_by_filter_and_preserve_order() {
     let dir = tempfile::tempdir().unwrap();
     let all = dir.path().join("all.jsonl");
     let left = dir.path().join("nested/dir/left.jsonl");
@@ -172,10 +168,15 @@ async fn toml_configured_fanout_routes_by_filter_and_preserves_order() {
         .build()
         .and_then(|c| c.try_deserialize())
         .expect("valid configuration");
-    let fanout = Fanout::new(root.sinks.into_iter().collect())
-        .await
-        .expect("sinks start");
-    assert_eq!(fanout.sink_names().collect::<Vec<_>>(), ["all", "left"]);
+    let journal = journal(dir.path());
+    let runner = SinkRunner::start(
+        journal.clone(),
+        root.sinks.into_iter().collect(),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("sinks start");
+    assert_eq!(runner.sink_names(), ["all", "left"]);
     let states = [
         ("Invited", None),
         ("Chatting", Some("Invited")),
@@ -184,22 +185,25 @@ async fn toml_configured_fanout_routes_by_filter_and_preserves_order() {
         ("Completed", Some("LeftChat")),
     ];
     let mut expected_left = Vec::new();
+    let mut events = Vec::new();
     for i in 0..200 {
         let (state, previous) = states[i % states.len()];
         if i % states.len() == 2 {
             expected_left.push(format!("event-{i:06}"));
         }
-        fanout.send(Arc::new(event(i, state, previous)));
+        events.push(event(i, state, previous));
     }
-    let report = fanout.shutdown(Duration::from_secs(10)).await;
-    assert!(report.is_clean(), "{report:?}");
+    let last = append(&journal, events.into_iter()).await;
+    wait_cursors(&journal, &["all", "left"], last).await;
+    runner.shutdown(Duration::from_secs(10)).await;
+    journal.close().await.unwrap();
     let expected_all: Vec<String> = (0..200).map(|i| format!("event-{i:06}")).collect();
     assert_eq!(ids_in(&all), expected_all);
     assert_eq!(ids_in(&left), expected_left);
 }
 
 #[test]
-fn shutdown_flushes_everything_queued_in_every_fsync_mode() {
+fn shutdown_delivers_everything_journaled_in_every_fsync_mode() {
     let recorder = DebuggingRecorder::new();
     let counters = Counters::new(&recorder);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -224,14 +228,23 @@ fn shutdown_flushes_everything_queued_in_every_fsync_mode() {
             (name.to_string(), SinkConfig::File(config))
         })
         .collect();
-    let fanout = metrics::with_local_recorder(&recorder, || {
-        runtime.block_on(Fanout::new(configs)).expect("sinks start")
+    let journal = runtime.block_on(async { journal(dir.path()) });
+    // The sinks register their counters while they are built, on this thread.
+    let runner = metrics::with_local_recorder(&recorder, || {
+        runtime
+            .block_on(SinkRunner::start(
+                journal.clone(),
+                configs,
+                Duration::from_secs(20),
+            ))
+            .expect("sinks start")
     });
-    for i in 0..5000 {
-        fanout.send(Arc::new(event(i, "Chatting", None)));
-    }
-    let report = runtime.block_on(fanout.shutdown(Duration::from_secs(20)));
-    assert_eq!(report.finished, ["always", "interval", "never"]);
+    runtime.block_on(async {
+        append(&journal, (0..5000).map(|i| event(i, "Chatting", None))).await;
+        // At once: the runner drains what the journal holds before the sinks close.
+        runner.shutdown(Duration::from_secs(25)).await;
+        journal.close().await.unwrap();
+    });
     let expected: Vec<String> = (0..5000).map(|i| format!("event-{i:06}")).collect();
     for (name, _) in modes {
         assert_eq!(
@@ -244,13 +257,12 @@ fn shutdown_flushes_everything_queued_in_every_fsync_mode() {
             5000,
             "{name}"
         );
-        assert_eq!(counters.get(DROPPED_EVENTS, &[("sink", name)]), 0, "{name}");
     }
 }
 
 #[cfg(target_os = "linux")]
 #[test]
-fn a_full_disk_sink_drops_its_own_events_and_never_blocks_another() {
+fn a_full_disk_sink_holds_back_only_its_own_cursor() {
     let recorder = DebuggingRecorder::new();
     let counters = Counters::new(&recorder);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -263,144 +275,155 @@ fn a_full_disk_sink_drops_its_own_events_and_never_blocks_another() {
     let configs = vec![
         (
             "full".to_owned(),
-            SinkConfig::File(FileSinkConfig {
-                queue_capacity: 4,
-                ..FileSinkConfig::new("/dev/full")
-            }),
+            SinkConfig::File(FileSinkConfig::new("/dev/full")),
         ),
         (
             "good".to_owned(),
-            SinkConfig::File(FileSinkConfig {
-                queue_capacity: 20_000,
-                ..FileSinkConfig::new(&good)
-            }),
+            SinkConfig::File(FileSinkConfig::new(&good)),
         ),
     ];
-    let fanout = metrics::with_local_recorder(&recorder, || {
-        runtime.block_on(Fanout::new(configs)).expect("sinks start")
+    let journal = runtime.block_on(async { journal(dir.path()) });
+    let runner = metrics::with_local_recorder(&recorder, || {
+        runtime
+            .block_on(SinkRunner::start(
+                journal.clone(),
+                configs,
+                Duration::from_secs(1),
+            ))
+            .expect("sinks start")
     });
     let sent = 10_000;
-    for i in 0..sent {
-        fanout.send(Arc::new(event(i, "Chatting", None)));
-    }
+    let last = runtime.block_on(append(
+        &journal,
+        (0..sent).map(|i| event(i, "Chatting", None)),
+    ));
     // The full sink fails and retries while the good one writes everything.
-    let deadline = std::time::Duration::from_secs(10);
     runtime.block_on(async {
-        let until = tokio::time::Instant::now() + deadline;
-        while counters.get(FAILED_WRITES, &[("sink", "full"), ("cause", "write")]) < 2
-            || counters.get(DELIVERED_EVENTS, &[("sink", "good")]) < sent as u64
-        {
+        wait_cursors(&journal, &["good"], last).await;
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        while counters.get(FAILED_WRITES, &[("sink", "full"), ("cause", "write")]) < 2 {
             assert!(
                 tokio::time::Instant::now() < until,
-                "the good sink did not write everything while /dev/full kept failing"
+                "/dev/full did not fail its writes"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
     let started = tokio::time::Instant::now();
-    let report = runtime.block_on(fanout.shutdown(Duration::from_secs(1)));
+    runtime.block_on(runner.shutdown(Duration::from_secs(2)));
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "shutdown is bounded by its deadline"
     );
-    assert_eq!(report.finished, ["good"]);
-    assert_eq!(report.unfinished, ["full"]);
     let expected: Vec<String> = (0..sent).map(|i| format!("event-{i:06}")).collect();
     assert_eq!(ids_in(&good), expected);
-    let dropped = counters.get(DROPPED_EVENTS, &[("sink", "full"), ("cause", "queue_full")]);
-    // At most the queue (4) and one batch (<= 1024) can have been taken by the full sink.
-    assert!(
-        dropped >= (sent - 4 - 1024) as u64,
-        "dropped {dropped} of {sent}"
+    assert_eq!(
+        counters.get(DELIVERED_EVENTS, &[("sink", "good")]),
+        sent as u64
     );
-    assert_eq!(counters.get(DROPPED_EVENTS, &[("sink", "good")]), 0);
     assert_eq!(counters.get(DELIVERED_EVENTS, &[("sink", "full")]), 0);
+    // Nothing is lost for the full sink: its cursor did not move, the events stay journaled.
+    assert_eq!(journal.load_cursor("full").unwrap(), Some(0));
+    assert_eq!(journal.load_cursor("good").unwrap(), Some(last));
+    runtime.block_on(journal.close()).unwrap();
 }
 
-#[test]
-fn queue_full_warnings_are_rate_limited_per_sink() {
-    let capture = Capture::default();
-    let subscriber = {
-        let capture = capture.clone();
-        tracing_subscriber::fmt()
-            .with_writer(move || capture.clone())
-            .with_ansi(false)
-            .finish()
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_files_are_appended_to_and_a_torn_last_line_is_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_line = serde_json::to_string(&event(0, "Invited", None)).unwrap();
+    let complete = dir.path().join("complete.jsonl");
+    std::fs::write(&complete, format!("{old_line}\n")).unwrap();
+    let torn = dir.path().join("torn.jsonl");
+    let fragment = "{\"schema\":\"chatwatch.ev";
+    std::fs::write(&torn, format!("{old_line}\n{fragment}")).unwrap();
+    let journal = journal(dir.path());
+    let runner = SinkRunner::start(
+        journal.clone(),
+        vec![
+            (
+                "complete".to_owned(),
+                SinkConfig::File(FileSinkConfig::new(&complete)),
+            ),
+            (
+                "torn".to_owned(),
+                SinkConfig::File(FileSinkConfig::new(&torn)),
+            ),
+        ],
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("sinks start");
+    let last = append(&journal, (1..4).map(|i| event(i, "Chatting", None))).await;
+    wait_cursors(&journal, &["complete", "torn"], last).await;
+    runner.shutdown(Duration::from_secs(10)).await;
+    journal.close().await.unwrap();
+    // The complete file: its old bytes unchanged, the new lines after them.
+    let text = std::fs::read_to_string(&complete).unwrap();
+    assert!(text.starts_with(&format!("{old_line}\n")), "{text}");
+    assert_eq!(
+        ids_in(&complete),
+        [
+            "event-000000",
+            "event-000001",
+            "event-000002",
+            "event-000003"
+        ]
+    );
+    // The torn file: the fragment ended on its own line, the new records each on theirs.
+    let text = std::fs::read_to_string(&torn).unwrap();
+    assert!(text.ends_with('\n'), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert_eq!(lines[0], old_line);
+    assert_eq!(
+        lines[1], fragment,
+        "the torn fragment stays on its own line"
+    );
+    let ids: Vec<String> = lines[2..]
+        .iter()
+        .map(|l| serde_json::from_str::<Event>(l).unwrap().event_id)
+        .collect();
+    assert_eq!(ids, ["event-000001", "event-000002", "event-000003"]);
+}
+
+#[tokio::test]
+async fn bad_names_and_invalid_configs_are_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal(dir.path());
+    let log = SinkConfig::Log(LogSinkConfig::default());
+    let start = |sinks: Vec<(String, SinkConfig)>| {
+        SinkRunner::start(journal.clone(), sinks, Duration::from_secs(1))
     };
-    let _guard = capture_with(subscriber);
-    let recorder = DebuggingRecorder::new();
-    let counters = Counters::new(&recorder);
-    // One thread and paused time: the log sink's task cannot drain its queue until we yield,
-    // and the 10 s rate-limit window can be crossed without waiting.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    let config = SinkConfig::Log(LogSinkConfig {
-        queue_capacity: 2,
+    let err = start(vec![(String::new(), log.clone())])
+        .await
+        .expect_err("empty name");
+    assert!(matches!(err, SinkError::EmptyName), "{err}");
+    let err = start(vec![("a".into(), log.clone()), ("a".into(), log.clone())])
+        .await
+        .expect_err("duplicate");
+    assert!(err.to_string().contains("`a`"), "{err}");
+    let bad = SinkConfig::Log(LogSinkConfig {
         filter: FilterConfig {
-            kinds: vec![EventKind::ChatState],
+            channels: vec!["no-slash".into()],
             ..FilterConfig::default()
         },
         ..LogSinkConfig::default()
     });
-    let fanout = metrics::with_local_recorder(&recorder, || {
-        runtime
-            .block_on(Fanout::new(vec![("console".to_owned(), config)]))
-            .expect("sink starts")
-    });
-    // Sends happen inside the runtime, as in the daemon, so they read its (paused) clock.
-    let send = |range: std::ops::Range<usize>| {
-        runtime.block_on(async {
-            for i in range {
-                fanout.send(Arc::new(event(i, "Chatting", None)));
-            }
-        })
-    };
-    send(0..50);
-    let warnings = |text: &str| {
-        text.lines()
-            .filter(|l| l.contains("WARN") && l.contains("sink `console` dropped"))
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
-    };
-    let first = warnings(&capture.text());
-    assert_eq!(first.len(), 1, "{first:?}");
-    assert!(first[0].contains("dropped 1 events"), "{first:?}");
-    assert_eq!(
-        counters.get(
-            DROPPED_EVENTS,
-            &[("sink", "console"), ("cause", "queue_full")]
-        ),
-        48
+    let err = start(vec![("ok".into(), log), ("bad".into(), bad)])
+        .await
+        .expect_err("invalid filter")
+        .to_string();
+    assert!(
+        err.contains("sink `bad`") && err.contains("filter.channels[0]"),
+        "{err}"
     );
-    // Nine seconds later: still inside the window, the log sink drains, one more drop is silent.
-    runtime.block_on(async { tokio::time::sleep(Duration::from_secs(9)).await });
-    send(50..53);
-    assert_eq!(warnings(&capture.text()).len(), 1);
-    // Past the window: the next drop reports everything since the last warning.
-    runtime.block_on(async { tokio::time::sleep(Duration::from_secs(2)).await });
-    send(53..56);
-    let second = warnings(&capture.text());
-    assert_eq!(second.len(), 2, "{second:?}");
-    assert!(second[1].contains("dropped 49 events"), "{second:?}");
-    // Events the filter rejects never reach the queue, so they are never dropped.
-    let mut other = event(99, "Chatting", None);
-    other.kind = EventKind::Other;
-    for _ in 0..10 {
-        fanout.send(Arc::new(other.clone()));
-    }
     assert_eq!(
-        counters.get(
-            DROPPED_EVENTS,
-            &[("sink", "console"), ("cause", "queue_full")]
-        ),
-        50
+        journal.load_cursor("ok").unwrap(),
+        None,
+        "no sink was started"
     );
-    let report = runtime.block_on(fanout.shutdown(Duration::from_secs(5)));
-    assert!(report.is_clean(), "{report:?}");
-    assert_eq!(counters.get(DELIVERED_EVENTS, &[("sink", "console")]), 6);
+    journal.close().await.unwrap();
 }
 
 #[tokio::test]
@@ -409,13 +432,19 @@ async fn build_errors_name_the_sink_and_the_path() {
     let file = dir.path().join("plain-file");
     std::fs::write(&file, b"x").unwrap();
     let bad = file.join("events.jsonl");
-    let err = Fanout::new(vec![(
-        "audit".to_owned(),
-        SinkConfig::File(FileSinkConfig::new(&bad)),
-    )])
+    let journal = journal(dir.path());
+    let err = SinkRunner::start(
+        journal.clone(),
+        vec![(
+            "audit".to_owned(),
+            SinkConfig::File(FileSinkConfig::new(&bad)),
+        )],
+        Duration::from_secs(1),
+    )
     .await
     .expect_err("a path under a regular file cannot be opened")
     .to_string();
     assert!(err.contains("sink `audit`"), "{err}");
     assert!(err.contains(&bad.display().to_string()), "{err}");
+    journal.close().await.unwrap();
 }

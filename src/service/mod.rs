@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::bayeux::client::{self, SessionStatus};
-use crate::delivery::Delivery;
+use crate::delivery::SinkRunner;
 use crate::gws::session::SessionError;
 use crate::journal::{Journal, JournalError};
 use crate::pipeline;
@@ -127,7 +127,7 @@ async fn serve(
     if recovery.truncated_bytes > 0 || recovery.corrupt_records > 0 {
         warn!(report = ?recovery, "the journal was repaired at start");
     }
-    let mut delivery = Delivery::start(
+    let mut delivery = SinkRunner::start(
         journal.clone(),
         config.sinks.clone().into_iter().collect(),
         config.shutdown.drain_timeout,
@@ -247,7 +247,7 @@ async fn apply_reload(
     current: Config,
     reload: &Reload,
     accounts: &mut AccountSet,
-    delivery: &mut Delivery,
+    delivery: &mut SinkRunner,
 ) -> Config {
     let failed = |current: Config, why: String| {
         metrics::counter!("chatwatch_config_reloads_total", "result" => "failed").increment(1);

@@ -5,8 +5,9 @@
 //! non-empty list must match the event (AND across lists) and a list matches when any of its
 //! entries does (OR within a list). A filter with every list empty accepts every event. Names
 //! are compared exactly (case-sensitive), as the server spells them, so `"LeftChat"` and
-//! `"leftchat"` are different states. Filtering is evaluated by the fan-out before an event is
-//! queued, so a sink never spends queue space on events it does not want.
+//! `"leftchat"` are different states. The journal runner ([`crate::delivery`]) applies a sink's
+//! filter to each event it reads at that sink's cursor, before handing the batch to the sink:
+//! a sink never sees the events it does not want, and their records still move its cursor on.
 
 use serde::{Deserialize, Serialize};
 

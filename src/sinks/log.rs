@@ -11,16 +11,12 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, EventKind};
 use crate::gws::notification::ReferenceId;
 
-use super::{
-    default_queue_capacity, delivered_counter, failed_counter, validate_queue_capacity,
-    FilterConfig, RunningSink, SinkError,
-};
+use super::deliver::Deliver;
+use super::{delivered_counter, failed_counter, FilterConfig, SinkError};
 
 /// The tracing target every log sink emits on.
 pub const EVENT_TARGET: &str = "chatwatch::event";
@@ -65,14 +61,6 @@ pub struct LogSinkConfig {
     /// `"error"`. Lines below the subscriber's level are discarded by it, not by this sink.
     #[serde(default)]
     pub level: LogLevel,
-    /// Only for the in-process [`Fanout`](crate::sinks::Fanout) (library use): how many events
-    /// may wait for this sink before new ones are dropped for it. The daemon delivers from the
-    /// journal and ignores it. Default 10000.
-    #[serde(
-        default = "default_queue_capacity",
-        deserialize_with = "super::lenient::usize"
-    )]
-    pub queue_capacity: usize,
     /// Which events this sink receives; default: all.
     #[serde(default)]
     pub filter: FilterConfig,
@@ -83,7 +71,6 @@ impl Default for LogSinkConfig {
         Self {
             format: LogFormat::default(),
             level: LogLevel::default(),
-            queue_capacity: default_queue_capacity(),
             filter: FilterConfig::default(),
         }
     }
@@ -92,42 +79,12 @@ impl Default for LogSinkConfig {
 impl LogSinkConfig {
     /// Checks the configuration; pure.
     pub fn validate(&self) -> Result<(), SinkError> {
-        validate_queue_capacity(self.queue_capacity)?;
         self.filter.validate()
     }
 
-    /// Validates, then spawns the sink's task on the current tokio runtime.
-    pub async fn build(&self, name: &str) -> Result<RunningSink, SinkError> {
-        self.validate().map_err(|e| e.in_sink(name))?;
-        let (queue, mut rx) = mpsc::channel::<Arc<Event>>(self.queue_capacity);
-        let (done_tx, done) = oneshot::channel();
-        let delivered = delivered_counter(name);
-        let failed = failed_counter(name, "encode");
-        let (format, level) = (self.format, self.level);
-        let sink = name.to_owned();
-        tokio::spawn(async move {
-            while let Some(event) = rx.recv().await {
-                if emit(&sink, format, level, &event) {
-                    delivered.increment(1);
-                } else {
-                    failed.increment(1);
-                }
-            }
-            let _ = done_tx.send(());
-        });
-        Ok(RunningSink::new(
-            name,
-            self.filter.clone(),
-            queue,
-            done,
-            CancellationToken::new().drop_guard(),
-        ))
-    }
-}
-
-impl LogSinkConfig {
-    /// Validates, then returns the sink in the form the journal runner drives.
-    pub fn open(&self, name: &str) -> Result<LogSink, SinkError> {
+    /// Validates, then returns the running sink (nothing to acquire: the process log is the
+    /// subscriber's).
+    pub async fn build(&self, name: &str) -> Result<LogSink, SinkError> {
         self.validate().map_err(|e| e.in_sink(name))?;
         Ok(LogSink {
             name: name.to_owned(),
@@ -139,7 +96,7 @@ impl LogSinkConfig {
     }
 }
 
-/// The log sink as the journal runner drives it: each event becomes one tracing line.
+/// The running `log` sink: each event becomes one tracing line.
 #[derive(Debug)]
 pub struct LogSink {
     name: String,
@@ -149,7 +106,7 @@ pub struct LogSink {
     failed: metrics::Counter,
 }
 
-impl super::deliver::Deliver for LogSink {
+impl Deliver for LogSink {
     async fn deliver(&mut self, events: &[Arc<Event>]) -> Result<(), SinkError> {
         for event in events {
             if emit(&self.name, self.format, self.level, event) {
@@ -278,12 +235,11 @@ pub(crate) fn summary(event: &Event) -> String {
 mod tests {
     use std::io::Write;
     use std::sync::Mutex;
-    use std::time::Duration;
 
     use super::*;
     use crate::event::ChatRecord;
     use crate::gws::notification::{ChatState, NotificationType};
-    use crate::sinks::{Fanout, SinkConfig};
+    use crate::sinks::SinkConfig;
 
     /// A tracing writer into a shared buffer.
     #[derive(Clone, Default)]
@@ -468,12 +424,15 @@ mod tests {
     #[test]
     fn config_validation() {
         assert!(LogSinkConfig::default().validate().is_ok());
-        let zero = LogSinkConfig {
-            queue_capacity: 0,
+        let bad = LogSinkConfig {
+            filter: FilterConfig {
+                channels: vec!["no-slash".into()],
+                ..FilterConfig::default()
+            },
             ..LogSinkConfig::default()
         };
-        let err = zero.validate().expect_err("zero capacity").to_string();
-        assert!(err.contains("queue_capacity"), "{err}");
+        let err = bad.validate().expect_err("bad filter").to_string();
+        assert!(err.contains("filter.channels[0]"), "{err}");
         let json: LogSinkConfig =
             serde_json::from_str(r#"{"format": "json", "level": "warn"}"#).expect("valid");
         assert_eq!((json.format, json.level), (LogFormat::Json, LogLevel::Warn));
@@ -484,14 +443,14 @@ mod tests {
     }
 
     #[test]
-    fn fanout_delivers_filtered_events_through_the_log_sink() {
+    fn built_log_sink_delivers_the_events_its_filter_accepts() {
         let capture = Capture::default();
         let _guard = capture_with(human_subscriber(&capture));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let report = runtime.block_on(async {
+        runtime.block_on(async {
             let config = SinkConfig::Log(LogSinkConfig {
                 filter: FilterConfig {
                     entered_states: vec!["LeftChat".to_owned()],
@@ -499,16 +458,20 @@ mod tests {
                 },
                 ..LogSinkConfig::default()
             });
-            let fanout = Fanout::new(vec![("left".to_owned(), config)])
-                .await
-                .expect("build");
-            fanout.send(Arc::new(event("Chatting", Some("Invited"))));
-            fanout.send(Arc::new(event("LeftChat", Some("Chatting"))));
-            fanout.send(Arc::new(event("LeftChat", Some("LeftChat"))));
-            fanout.shutdown(Duration::from_secs(5)).await
+            let mut sink = config.build("left").await.expect("build");
+            // The runner applies the sink's filter to what it reads from the journal.
+            let events: Vec<Arc<Event>> = [
+                event("Chatting", Some("Invited")),
+                event("LeftChat", Some("Chatting")),
+                event("LeftChat", Some("LeftChat")),
+            ]
+            .into_iter()
+            .filter(|e| config.filter().matches(e))
+            .map(Arc::new)
+            .collect();
+            sink.deliver(&events).await.expect("delivered");
+            sink.close().await.expect("closed");
         });
-        assert!(report.is_clean(), "{report:?}");
-        assert_eq!(report.finished, vec!["left".to_owned()]);
         let text = capture.text();
         let events: Vec<&str> = text
             .lines()
@@ -516,5 +479,6 @@ mod tests {
             .collect();
         assert_eq!(events.len(), 1, "{text}");
         assert!(events[0].contains("chat LeftChat (was Chatting)"), "{text}");
+        assert!(events[0].contains("sink=left"), "{text}");
     }
 }

@@ -1,5 +1,7 @@
 //! The writer thread behind the file-backed [`Deliver`](super::deliver::Deliver) sinks (the
-//! `file` sink's [`FileSink`](super::file::FileSink) and the [`audit`](super::audit) sink).
+//! `file` sink's [`FileSink`](super::file::FileSink) and the [`audit`](super::audit) sink), and
+//! the [`FsyncPolicy`] it applies. The file operations it runs (appending without a torn line)
+//! live in `src/sinks/append.rs`.
 //!
 //! One dedicated OS thread owns the output (a `std::fs::File`, never `tokio::fs::File`) and
 //! takes commands from the sink's async handle: deliver a batch, reopen, close. A batch is
@@ -31,13 +33,29 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use metrics::Counter;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::event::Event;
 
-use super::file::FsyncPolicy;
 use super::{delivered_counter, failed_counter, SinkError, TARGET};
+
+/// When a file-backed sink (`file`, `audit`) calls `sync_data` (fdatasync).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// After every batch, before acknowledging it: an event counts as delivered only once it is
+    /// on disk. Safest, slowest (one fdatasync per batch).
+    Always,
+    /// When there are unsynced writes and `fsync_interval` has passed since the last sync, also
+    /// while idle (group commit). A batch counts as delivered once written: a power loss can
+    /// lose up to about one interval.
+    #[default]
+    Interval,
+    /// Never, except at shutdown: the kernel decides. Not for audit files.
+    Never,
+}
 
 /// With `fsync = "interval"`, sync early once this many bytes are unsynced.
 pub const MAX_UNSYNCED_BYTES: u64 = 8 << 20;
@@ -173,11 +191,12 @@ pub(crate) struct Handle {
 
 impl Handle {
     /// Starts the writer thread, which calls `open` and reports its outcome before taking
-    /// commands.
-    pub(crate) async fn spawn<O: Output>(
+    /// commands; the future resolves with that outcome. The metric handles are registered and
+    /// the thread started before this returns (so a test's local recorder sees them).
+    pub(crate) fn spawn<O: Output>(
         settings: Settings,
         open: impl FnOnce() -> Result<O, SinkError> + Send + 'static,
-    ) -> Result<Handle, SinkError> {
+    ) -> impl std::future::Future<Output = Result<Handle, SinkError>> + Send {
         let (tx, rx) = mpsc::channel(4);
         let (opened_tx, opened_rx) = oneshot::channel();
         let stop = CancellationToken::new();
@@ -196,7 +215,7 @@ impl Handle {
         let what = settings.what.clone();
         let thread_stop = stop.clone();
         let thread_fatal = Arc::clone(&fatal);
-        std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name(thread_name)
             .spawn(move || {
                 let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -237,19 +256,22 @@ impl Handle {
             .map_err(|error| SinkError::Failed {
                 sink: sink.clone(),
                 reason: format!("cannot start the writer thread for {what}: {error}"),
-            })?;
-        match opened_rx.await {
-            Ok(Ok(())) => Ok(Handle {
-                sink,
-                tx,
-                fatal,
-                _stop: stop.drop_guard(),
-            }),
-            Ok(Err(error)) => Err(error),
-            Err(_) => Err(SinkError::Failed {
-                sink,
-                reason: format!("the writer for {what} stopped while opening"),
-            }),
+            });
+        async move {
+            spawned?;
+            match opened_rx.await {
+                Ok(Ok(())) => Ok(Handle {
+                    sink,
+                    tx,
+                    fatal,
+                    _stop: stop.drop_guard(),
+                }),
+                Ok(Err(error)) => Err(error),
+                Err(_) => Err(SinkError::Failed {
+                    sink,
+                    reason: format!("the writer for {what} stopped while opening"),
+                }),
+            }
         }
     }
 

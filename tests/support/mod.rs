@@ -228,7 +228,6 @@ format = "json"
 type = "file"
 path = "{events}"
 fsync = "never"
-queue_capacity = 100000
 "#,
             events = dir.join("events.jsonl").display(),
             journal = dir.join("journal").display(),

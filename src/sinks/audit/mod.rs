@@ -42,9 +42,9 @@
 //! # Durability and recovery
 //!
 //! The sink implements [`Deliver`]: a batch is acknowledged per [`FsyncPolicy`] (default
-//! `always`; `never` is refused for an audit file), through the shared writer thread described
-//! in [`FileSink`](super::file::FileSink)'s module. A failed write (`ENOSPC`) is truncated away and
-//! retried while the call stays pending; a failed fsync, rename or directory sync stops the
+//! `always`; `never` is refused for an audit file), through the shared writer thread of
+//! `src/sinks/writer.rs` (the one behind [`FileSink`](super::file::FileSink)). A failed write
+//! (`ENOSPC`) is truncated away and retried while the call stays pending; a failed fsync, rename or directory sync stops the
 //! instance with [`SinkError::Failed`], and the runner rebuilds it. On open the sink repairs a
 //! torn last line of the active file by truncating it (logged), then resumes the chain from the
 //! last record of the active file — or, when that is empty, of the newest rotated file.
@@ -82,9 +82,9 @@ use crate::event::Event;
 
 use self::files::{Housekeeper, HousekeepingSettings};
 use self::format::{Hash, Hasher, ZERO_HASH};
+use super::append::{append_retrying, create_dirs, sync_dir, SinkFile};
 use super::deliver::Deliver;
-use super::file::{append_retrying, create_dirs, sync_dir, FsyncPolicy, SinkFile};
-use super::writer::{self, Output, OutputError, Retry};
+use super::writer::{self, FsyncPolicy, Output, OutputError, Retry};
 use super::{failed_counter, FilterConfig, SinkError, TARGET};
 
 pub use self::verify::{verify, Problem, ProblemKind, VerifyError, VerifyReport};
@@ -258,7 +258,7 @@ impl AuditSinkConfig {
     /// key, opens the active file (repairing a torn last line), resumes the chain and starts the
     /// housekeeping thread (which finishes any interrupted compression). Fails naming the sink
     /// and the path.
-    pub async fn open(&self, name: &str) -> Result<AuditSink, SinkError> {
+    pub async fn build(&self, name: &str) -> Result<AuditSink, SinkError> {
         check_name(name)?;
         self.validate().map_err(|e| e.in_sink(name))?;
         let config = self.clone();

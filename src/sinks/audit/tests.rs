@@ -44,7 +44,7 @@ fn small(dir: &Path) -> AuditSinkConfig {
 
 /// Opens the sink, delivers `range` in batches of `batch`, closes it.
 async fn write(config: &AuditSinkConfig, range: std::ops::Range<usize>, batch: usize) {
-    let mut sink = config.open("audit").await.expect("open");
+    let mut sink = config.build("audit").await.expect("open");
     let all = events(range);
     for chunk in all.chunks(batch) {
         tokio::time::timeout(Duration::from_secs(10), sink.deliver(chunk))
@@ -392,7 +392,7 @@ async fn retention_by_count_keeps_only_n_rotated_files() {
 async fn reopen_after_an_external_rename_continues_the_chain_in_the_new_file() {
     let dir = tempfile::tempdir().unwrap();
     let mut sink = AuditSinkConfig::new(dir.path())
-        .open("audit")
+        .build("audit")
         .await
         .expect("open");
     sink.deliver(&events(0..5)).await.expect("delivered");
@@ -434,7 +434,7 @@ async fn time_rotation_happens_on_the_boundary_even_when_idle() {
         compress: false,
         ..AuditSinkConfig::new(dir.path())
     };
-    let mut sink = config.open("audit").await.expect("open");
+    let mut sink = config.build("audit").await.expect("open");
     sink.deliver(&events(0..3)).await.expect("delivered");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while rotated(dir.path()).is_empty() {
@@ -457,7 +457,7 @@ async fn interval_policy_acknowledges_at_the_write_and_close_syncs() {
         fsync_interval: Duration::from_secs(10),
         ..AuditSinkConfig::new(dir.path())
     };
-    let mut sink = config.open("audit").await.expect("open");
+    let mut sink = config.build("audit").await.expect("open");
     let started = tokio::time::Instant::now();
     sink.deliver(&events(0..3)).await.expect("delivered");
     sink.deliver(&events(3..6)).await.expect("delivered");
@@ -475,7 +475,7 @@ async fn open_refuses_a_file_it_cannot_resume_and_names_it() {
     let active = files::active_path(dir.path(), "audit");
     std::fs::write(&active, b"just some text\n").unwrap();
     let err = AuditSinkConfig::new(dir.path())
-        .open("audit")
+        .build("audit")
         .await
         .expect_err("not an audit file")
         .to_string();
@@ -485,7 +485,7 @@ async fn open_refuses_a_file_it_cannot_resume_and_names_it() {
     );
     assert!(err.contains("not an audit record"), "{err}");
     let err = AuditSinkConfig::new(dir.path())
-        .open("a/b")
+        .build("a/b")
         .await
         .expect_err("bad name")
         .to_string();
@@ -494,7 +494,7 @@ async fn open_refuses_a_file_it_cannot_resume_and_names_it() {
         hmac_key_file: Some(dir.path().join("missing-key")),
         ..AuditSinkConfig::new(dir.path().join("x"))
     }
-    .open("audit")
+    .build("audit")
     .await
     .expect_err("missing key")
     .to_string();
@@ -697,7 +697,7 @@ async fn audit_throughput() {
             hmac_key_file: hmac.then(|| key_file.clone()),
             ..AuditSinkConfig::new(dir.path())
         };
-        let mut sink = config.open("audit").await.expect("open");
+        let mut sink = config.build("audit").await.expect("open");
         let all = events(0..20_000);
         let started = tokio::time::Instant::now();
         let mut sent = 0;

@@ -29,13 +29,10 @@ use crate::event::Event;
 use crate::sinks::SinkError;
 
 use super::config::{validate_sink_name, WebhookSinkConfig};
-use super::sink::{post_once, Failure, HttpPoster};
+use super::service::{post_once, Failure, HttpPoster};
 
 /// Tracing target of the dead-letter files.
 const TARGET: &str = "chatwatch::sinks::webhook";
-
-/// How many bytes of a response body a dead letter keeps.
-pub const BODY_START_BYTES: usize = 512;
 
 /// One event the webhook sink could not deliver, as one JSON line of `<sink>.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

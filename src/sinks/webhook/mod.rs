@@ -1,10 +1,13 @@
 //! The `webhook` sink: every event POSTed as JSON to one URL, signed per Standard Webhooks,
 //! retried with backoff, and dead-lettered when it cannot be delivered.
 //!
-//! This module owns the sink's configuration ([`WebhookSinkConfig`]), the running sink
-//! ([`WebhookSink`], a [`Deliver`](crate::sinks::deliver::Deliver) driven by the journal
-//! runner), the signatures ([`sign`]), the retry policy ([`retry`], pure) and the dead-letter
-//! files ([`deadletter_list`], [`deadletter_redrive`]).
+//! This module owns the sink's configuration ([`WebhookSinkConfig`], `config.rs`), one signed
+//! attempt (`service.rs`: build the request, sign, send once, classify), the running sink
+//! ([`WebhookSink`], `sink.rs`: the retry engine, a [`Deliver`](crate::sinks::deliver::Deliver)
+//! driven by the journal runner), the signatures ([`sign`]), the retry policy ([`retry`], pure)
+//! and the dead-letter files (`deadletter.rs`: [`deadletter_list`], [`deadletter_redrive`],
+//! which sends through the same attempt as the sink). Imports go one way: `sink` and
+//! `deadletter` use `service`; `sink` hands dead letters to `deadletter`.
 //!
 //! ## One request per event (Standard Webhooks v1)
 //! The body is the event record, `serde_json::to_vec(&event)`, with `content-type:
@@ -48,6 +51,7 @@
 mod config;
 mod deadletter;
 pub mod retry;
+mod service;
 mod sign;
 mod sink;
 
@@ -57,10 +61,11 @@ pub use config::{
 };
 pub use deadletter::{
     dead_letter_path, deadletter_list, deadletter_redrive, DeadLetter, RedriveFailure,
-    RedriveReport, BODY_START_BYTES,
+    RedriveReport,
 };
+pub use service::{BODY_START_BYTES, DISABLED_REASON};
 pub use sign::{decode_secret, sign, verify, SecretError, SECRET_PREFIX};
-pub use sink::{WebhookSink, DISABLED_REASON};
+pub use sink::WebhookSink;
 
 /// Metric: attempts by result (`ok`, `retry`, `dead_letter`, `disabled`), labelled `sink`.
 pub const ATTEMPTS: &str = "chatwatch_webhook_attempts_total";
