@@ -1,6 +1,9 @@
 //! Integration tests of the sink layer through its public API, on the path the daemon uses:
 //! configuration parsed the way the daemon parses it, a real journal, the [`SinkRunner`]
-//! driving real file sinks from it, real pre-existing files and a real full device.
+//! driving real file sinks from it, real pre-existing files and a real full device; and the
+//! real binary, fed by a real Faye server, appending to an event file a crash left torn.
+
+mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,6 +19,7 @@ use chatwatch::sinks::{
     DELIVERED_EVENTS, FAILED_WRITES,
 };
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use support::{assert_sequence, Daemon, Faye, DEADLINE};
 
 fn event(i: usize, state: &str, previous: Option<&str>) -> Event {
     Event {
@@ -447,4 +451,54 @@ async fn build_errors_name_the_sink_and_the_path() {
     assert!(err.contains("sink `audit`"), "{err}");
     assert!(err.contains(&bad.display().to_string()), "{err}");
     journal.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_keeps_an_existing_event_file_and_repairs_its_torn_last_line() {
+    let faye = Faye::start(0, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("chatwatch.toml");
+    std::fs::write(&config, Daemon::config(faye.port, dir.path(), "")).unwrap();
+    // What a previous run left behind: one complete record, then a crash mid-write.
+    let old_line = serde_json::to_string(&event(0, "Invited", None)).unwrap();
+    let fragment = "{\"schema\":\"chatwatch.ev";
+    std::fs::write(
+        dir.path().join("events.jsonl"),
+        format!("{old_line}\n{fragment}"),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start_with_config(dir, &config);
+    daemon.wait_listening(1).await;
+    faye.publish(0, 5).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let lines = loop {
+        let text = std::fs::read_to_string(daemon.events_path()).unwrap();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if lines.len() >= 7 && text.ends_with('\n') {
+            break lines;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} lines; log:\n{}",
+            lines.len(),
+            support::tail(&daemon.log_text(), 40)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(lines[0], old_line, "the complete record is kept as it was");
+    assert_eq!(
+        lines[1], fragment,
+        "the torn fragment stays on its own line"
+    );
+    let new: Vec<serde_json::Value> = lines[2..]
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+        .collect();
+    assert_sequence(&new, 5);
+    assert!(
+        daemon.log_text().contains("did not end with a newline"),
+        "the repair is logged"
+    );
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit().await, Some(0));
 }
