@@ -44,12 +44,11 @@ pub use file::{FileSink, FileSinkConfig, FsyncPolicy};
 pub use filter::{channel_matches, FilterConfig};
 pub use log::{LogFormat, LogLevel, LogSinkConfig};
 
-/// Metric: events a sink has delivered, labelled `sink`.
-pub const DELIVERED_EVENTS: &str = "chatwatch_sink_delivered_events_total";
-/// Metric: failed write, sync, reopen or encode attempts, labelled `sink` and `cause`.
-pub const FAILED_WRITES: &str = "chatwatch_sink_failed_writes_total";
-/// Metric: events dropped for a sink, labelled `sink` and `cause`.
-pub const DROPPED_EVENTS: &str = "chatwatch_sink_dropped_events_total";
+// The sink metric names, defined with their HELP text in the catalogue.
+pub use crate::metrics::{
+    SINK_DELIVERED_EVENTS as DELIVERED_EVENTS, SINK_DROPPED_EVENTS as DROPPED_EVENTS,
+    SINK_FAILED_WRITES as FAILED_WRITES,
+};
 
 /// Default capacity of each sink's queue, in events.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 10_000;
@@ -61,19 +60,6 @@ const TARGET: &str = "chatwatch::sinks";
 
 /// At most one "queue full" warning per sink per this period.
 const DROP_LOG_PERIOD: Duration = Duration::from_secs(10);
-
-/// Registers the descriptions of the sink metrics with the installed recorder.
-pub fn describe_metrics() {
-    metrics::describe_counter!(DELIVERED_EVENTS, "Events a sink has delivered.");
-    metrics::describe_counter!(
-        FAILED_WRITES,
-        "Failed write, sync, reopen or encode attempts of a sink (retried; counts attempts)."
-    );
-    metrics::describe_counter!(
-        DROPPED_EVENTS,
-        "Events dropped for one sink (queue_full, closed, shutdown)."
-    );
-}
 
 /// The serde default of every sink's `queue_capacity`.
 pub(crate) fn default_queue_capacity() -> usize {
