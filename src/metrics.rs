@@ -499,7 +499,7 @@ mod tests {
                         let end = rest
                             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                             .unwrap_or(rest.len());
-                        if rest[end..].starts_with('"') {
+                        if end > "chatwatch_".len() && rest[end..].starts_with('"') {
                             found.insert((rest[..end].to_owned(), path.display().to_string()));
                         }
                     }

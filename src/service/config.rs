@@ -1048,6 +1048,84 @@ type = "log"
     }
 
     #[test]
+    fn resolve_reads_each_secret_once_into_the_config_and_names_the_key() {
+        let mut pw = tempfile::NamedTempFile::new().unwrap();
+        pw.write_all(b"from-file\n").unwrap();
+        let mut key = tempfile::NamedTempFile::new().unwrap();
+        key.write_all(&[0xff, 0x01]).unwrap();
+        let text = MINIMAL.replace(
+            "password = \"s3cret-value\"",
+            &format!("password = {{ file = \"{}\" }}", pw.path().display()),
+        ) + &format!(
+            "[sinks.audit]\ntype = \"audit\"\ndir = \"/tmp/x\"\nhmac_key_file = \"{}\"\n",
+            key.path().display()
+        );
+        let f = write(&text);
+        let c = Config::load_with_env(f.path(), no_env()).unwrap();
+        let r = c
+            .resolve(&mut Resolver::new(crate::secret::ResolveMode::Run))
+            .unwrap();
+        let a = &r.accounts["main"];
+        assert!(
+            matches!(a.password, Some(SecretSource::Resolved(_))),
+            "{a:?}"
+        );
+        assert_eq!(
+            a.resolve_password("main").unwrap().unwrap().expose(),
+            "from-file"
+        );
+        let SinkConfig::Audit(audit) = &r.sinks["audit"] else {
+            panic!()
+        };
+        assert_eq!(audit.hmac_key_file, None);
+        match &audit.hmac_key {
+            Some(SecretSource::Resolved(k)) => assert_eq!(k.expose(), [0xff, 0x01]),
+            other => panic!("{other:?}"),
+        }
+        let shown = format!("{r:?} {}", toml::to_string(&r).unwrap());
+        assert!(!shown.contains("from-file"), "{shown}");
+
+        // Errors name the key as written: the table form or the alias.
+        for (line, key) in [
+            (
+                "password = { env = \"CW_NO_SUCH_VAR\" }",
+                "accounts.main.password.env",
+            ),
+            (
+                "password_env = \"CW_NO_SUCH_VAR\"",
+                "accounts.main.password_env",
+            ),
+            (
+                "password_file = \"/nonexistent/pw\"",
+                "accounts.main.password_file",
+            ),
+        ] {
+            let f = write(&MINIMAL.replace("password = \"s3cret-value\"", line));
+            let c = Config::load_with_env(f.path(), no_env()).unwrap();
+            let e = c
+                .resolve(&mut Resolver::new(crate::secret::ResolveMode::Run))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(&format!("{key}: ")), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_command_needs_no_sink_the_daemon_does() {
+        let f = write(&MINIMAL.replace("[sinks.console]\ntype = \"log\"", ""));
+        assert!(Config::load_with_env_for(f.path(), no_env(), Purpose::Command).is_ok());
+        let e = Config::load_with_env(f.path(), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no sink"), "{e}");
+        let f = write(&MINIMAL.replace("[sinks.console]", "[sinks.\"..\"]"));
+        let e = Config::load_with_env(f.path(), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot be used as a file name"), "{e}");
+    }
+
+    #[test]
     fn cross_field_rules_are_enforced() {
         for (text, needle) in [
             (
