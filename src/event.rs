@@ -29,7 +29,7 @@ use crate::tracker::ChatTracker;
 
 /// The metric counting deliveries whose `data` could not be decoded (labels `account`,
 /// `message_type`).
-pub const DECODE_ERRORS_METRIC: &str = "chatwatch_decode_errors_total";
+pub use crate::metrics::DECODE_ERRORS as DECODE_ERRORS_METRIC;
 
 /// The schema name and version carried in every record's `schema` field.
 pub const SCHEMA: &str = "chatwatch.event.v1";

@@ -13,7 +13,7 @@ use lru::LruCache;
 use crate::gws::notification::ChatState;
 
 /// The metric counting chats evicted because the tracker was full.
-pub const EVICTIONS_METRIC: &str = "chatwatch_tracker_evictions_total";
+pub use crate::metrics::TRACKER_EVICTIONS as EVICTIONS_METRIC;
 
 /// Remembers each live chat's last state, bounded by a chat count (see the module docs).
 #[derive(Debug)]

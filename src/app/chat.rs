@@ -66,6 +66,28 @@ pub struct ChatOutcome {
     pub event: Option<Event>,
 }
 
+impl ChatOutcome {
+    /// The line `chatwatch chat` prints: `Accept accepted for chat <id> (statusCode 0)`, with
+    /// GWS's `referenceId` when it sent one.
+    pub fn summary(&self, chat_id: &str, op: &ChatOperation) -> String {
+        let reference = self
+            .response
+            .reference_id
+            .as_ref()
+            .map(|r| {
+                format!(
+                    ", referenceId {}",
+                    serde_json::to_string(r).unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
+        format!(
+            "{} accepted for chat {chat_id} (statusCode 0{reference})",
+            op.name()
+        )
+    }
+}
+
 /// Picks the account: the named one, or the only enabled one.
 pub fn pick_account<'a>(
     config: &'a Config,

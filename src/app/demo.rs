@@ -20,7 +20,7 @@ use url::Url;
 use crate::bayeux::transport::HttpSettings;
 use crate::gws::operations::{ChatOperation, ClosingText};
 use crate::gws::session::{GwsSession, SessionError};
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretSource};
 use crate::service::config::{
     AccountConfig, Accounts, AdminConfig, BayeuxConfig, Config, LogConfig, ServerKind,
     ShutdownConfig, TrackerConfig,
@@ -84,7 +84,7 @@ pub fn demo_config(sim_url: &Url, dir: &std::path::Path) -> Config {
         url: sim_url.clone(),
         notifications_path: "/api/v2/notifications".to_owned(),
         username: Some(AGENT.to_owned()),
-        password: Some(Secret::new(PASSWORD)),
+        password: Some(SecretSource::Value(Secret::new(PASSWORD))),
         password_env: None,
         password_file: None,
         password_credential: None,

@@ -23,6 +23,12 @@ use tracing::{debug, error, info, warn};
 use super::protocol::{Protocol, ProtocolConfig, ProtocolEvent, RequestKind, SessionState};
 use super::transport::{BuildError, HttpSettings, LongPolling, TransportError};
 use super::websocket::WebSocket;
+use crate::metrics::{
+    BAYEUX_CONNECT_FAILURES, BAYEUX_CONNECT_SECONDS, BAYEUX_DELIVERIES, BAYEUX_DUPLICATES_DROPPED,
+    BAYEUX_HANDSHAKES, BAYEUX_INVALID_RESPONSES, BAYEUX_REHANDSHAKES, BAYEUX_RESUBSCRIBES,
+    BAYEUX_SUBSCRIBE_FAILURES, BAYEUX_TERMINATIONS, BAYEUX_TRANSPORT, BAYEUX_TRANSPORT_FALLBACKS,
+    BAYEUX_UNROUTABLE, GWS_LOGIN_FAILURES,
+};
 
 /// The Bayeux `connectionType` of the WebSocket transport.
 pub const WEBSOCKET: &str = "websocket";
@@ -88,7 +94,7 @@ async fn next_push(pushes: &mut Option<mpsc::Receiver<bytes::Bytes>>) -> Option<
 /// Records the transport in use in the gauge `chatwatch_bayeux_transport{account,transport}`.
 fn transport_gauge(account: &str, current: &str) {
     for t in [WEBSOCKET, LONG_POLLING] {
-        metrics::gauge!("chatwatch_bayeux_transport", "account" => account.to_owned(), "transport" => t)
+        metrics::gauge!(BAYEUX_TRANSPORT, "account" => account.to_owned(), "transport" => t)
             .set(if t == current { 1.0 } else { 0.0 });
     }
 }
@@ -279,7 +285,7 @@ pub async fn run<H: SessionHooks, M: From<Delivery> + Send + 'static>(
     let mut listening = false;
     let labels = [("account", account.clone())];
     // Registered once: looking a labelled metric up costs more than the increment.
-    let deliveries_counter = metrics::counter!("chatwatch_bayeux_deliveries_total", &labels);
+    let deliveries_counter = metrics::counter!(BAYEUX_DELIVERIES, &labels);
     info!(account = %account, url = %settings.http.url, channels = ?settings.protocol.channels, "session starting");
 
     let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
@@ -347,7 +353,7 @@ pub async fn run<H: SessionHooks, M: From<Delivery> + Send + 'static>(
                             .any(|t| t == LONG_POLLING) =>
                 {
                     warn!(account = %account, error = %error, "WebSocket did not work; falling back to long-polling");
-                    metrics::counter!("chatwatch_bayeux_transport_fallbacks_total", "account" => account.clone())
+                    metrics::counter!(BAYEUX_TRANSPORT_FALLBACKS, "account" => account.clone())
                         .increment(1);
                     if let Some(ws) = &transports.websocket {
                         ws.close().await;
@@ -415,7 +421,7 @@ pub async fn run<H: SessionHooks, M: From<Delivery> + Send + 'static>(
             }
             Some((id, kind, started, result)) = inflight.next(), if !inflight.is_empty() => {
                 if kind == RequestKind::Connect {
-                    metrics::histogram!("chatwatch_bayeux_connect_seconds", &labels)
+                    metrics::histogram!(BAYEUX_CONNECT_SECONDS, &labels)
                         .record(started.elapsed().as_secs_f64());
                 }
                 if let Err(e) = &result {
@@ -464,30 +470,23 @@ fn report(
             client_id,
             rehandshake,
         } => {
-            metrics::counter!(
-                "chatwatch_bayeux_handshakes_total",
-                &[acct, ("result", "ok".to_owned())]
-            )
-            .increment(1);
+            metrics::counter!(BAYEUX_HANDSHAKES, &[acct, ("result", "ok".to_owned())]).increment(1);
             status.send_modify(|s| s.handshakes += 1);
             info!(account, client_id = %client_id, rehandshake, "handshake succeeded");
         }
         ProtocolEvent::HandshakeFailed { error, retry_in } => {
-            metrics::counter!(
-                "chatwatch_bayeux_handshakes_total",
-                &[acct, ("result", "failed".to_owned())]
-            )
-            .increment(1);
+            metrics::counter!(BAYEUX_HANDSHAKES, &[acct, ("result", "failed".to_owned())])
+                .increment(1);
             warn!(account, url = %settings.http.url, error = %error, retry_in = ?retry_in, "handshake failed");
         }
         ProtocolEvent::Connected => info!(account, "connected"),
         ProtocolEvent::ConnectFailed { error, retry_in } => {
-            metrics::counter!("chatwatch_bayeux_connect_failures_total", &[acct]).increment(1);
+            metrics::counter!(BAYEUX_CONNECT_FAILURES, &[acct]).increment(1);
             warn!(account, error = %error, retry_in = ?retry_in, "connect failed; retrying");
         }
         ProtocolEvent::SessionLost { cause, retry_in } => {
             metrics::counter!(
-                "chatwatch_bayeux_rehandshakes_total",
+                BAYEUX_REHANDSHAKES,
                 &[acct, ("cause", cause.as_str().to_owned())]
             )
             .increment(1);
@@ -499,7 +498,7 @@ fn report(
             error,
             retry_in,
         } => {
-            metrics::counter!("chatwatch_bayeux_subscribe_failures_total", &[acct]).increment(1);
+            metrics::counter!(BAYEUX_SUBSCRIBE_FAILURES, &[acct]).increment(1);
             warn!(account, channel = %channel, error = %error, retry_in = ?retry_in, "subscribe failed; retrying");
         }
         ProtocolEvent::Unsubscribed { channel } => {
@@ -510,7 +509,7 @@ fn report(
             channels,
         } => {
             if *resubscribed {
-                metrics::counter!("chatwatch_bayeux_resubscribes_total", &[acct]).increment(1);
+                metrics::counter!(BAYEUX_RESUBSCRIBES, &[acct]).increment(1);
             }
             status.send_modify(|s| s.subscription_rounds += 1);
             info!(account, channels, resubscribed, "subscriptions active");
@@ -519,29 +518,29 @@ fn report(
             warn!(account, "server reports multiple clients sharing one browser cookie; it will slow polling down")
         }
         ProtocolEvent::Unroutable { channel } => {
-            metrics::counter!("chatwatch_bayeux_unroutable_total", &[acct]).increment(1);
+            metrics::counter!(BAYEUX_UNROUTABLE, &[acct]).increment(1);
             warn!(account, channel = %channel, "dropped a delivery on a channel with no subscription");
         }
         ProtocolEvent::InvalidResponse { error } => {
-            metrics::counter!("chatwatch_bayeux_invalid_responses_total", &[acct]).increment(1);
+            metrics::counter!(BAYEUX_INVALID_RESPONSES, &[acct]).increment(1);
             warn!(account, error = %error, "invalid response from server");
         }
         ProtocolEvent::MismatchedReply { channel, id } => {
             debug!(account, channel = %channel, id = ?id, "ignored a reply that matches no request")
         }
         ProtocolEvent::Terminated { error } => {
-            metrics::counter!("chatwatch_bayeux_terminations_total", &[acct]).increment(1);
+            metrics::counter!(BAYEUX_TERMINATIONS, &[acct]).increment(1);
             error!(account, error = %error, restart_in = ?settings.reauth_delay, "server refused the session; starting over later");
         }
         ProtocolEvent::Disconnected => debug!(account, "disconnect acknowledged"),
         ProtocolEvent::LoginRequired => debug!(account, "logging in"),
         ProtocolEvent::DuplicateDropped { channel, id } => {
-            metrics::counter!("chatwatch_bayeux_duplicates_dropped_total", &[acct]).increment(1);
+            metrics::counter!(BAYEUX_DUPLICATES_DROPPED, &[acct]).increment(1);
             debug!(account, channel = %channel, id = %id, "dropped a redelivered message (ack extension)");
         }
         ProtocolEvent::AckEnabled => info!(account, "the server granted the ack extension"),
         ProtocolEvent::LoginFailed { error, retry_in } => {
-            metrics::counter!("chatwatch_gws_login_failures_total", &[acct]).increment(1);
+            metrics::counter!(GWS_LOGIN_FAILURES, &[acct]).increment(1);
             error!(account, error = %error, retry_in = ?retry_in, "login failed; retrying");
         }
     }

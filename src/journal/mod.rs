@@ -106,48 +106,18 @@ pub use offline::{status_offline, tail_offline};
 use state::{Shared, State};
 use writer::Command;
 
-/// Metric (counter): records appended.
-pub const APPENDED: &str = "chatwatch_journal_appended_total";
-/// Metric (gauge): total size of the segment files in bytes.
-pub const BYTES: &str = "chatwatch_journal_bytes";
-/// Metric (counter): appends that found the journal full after garbage collection.
-pub const FULL: &str = "chatwatch_journal_full_total";
-/// Metric (counter): records lost to the size bound, labelled `cause` (`full`: refused by
-/// `drop_newest`; `oldest_deleted`: deleted unread by `drop_oldest`).
-pub const DROPPED: &str = "chatwatch_journal_dropped_total";
-/// Metric (counter): bytes cut off torn segment tails during recovery.
-pub const TRUNCATED_BYTES: &str = "chatwatch_journal_truncated_bytes_total";
-/// Metric (counter): records lost to corruption in the middle of the journal, found by
-/// recovery.
-pub const CORRUPT_RECORDS: &str = "chatwatch_journal_corrupt_records_total";
+// The journal's metric names, defined with their HELP text in the catalogue.
+pub use crate::metrics::{
+    JOURNAL_APPENDED as APPENDED, JOURNAL_BYTES as BYTES,
+    JOURNAL_CORRUPT_RECORDS as CORRUPT_RECORDS, JOURNAL_DROPPED as DROPPED, JOURNAL_FULL as FULL,
+    JOURNAL_TRUNCATED_BYTES as TRUNCATED_BYTES,
+};
 
 /// Tracing target of the journal's diagnostics.
 const TARGET: &str = "chatwatch::journal";
 
 /// Smallest accepted `segment_bytes`.
 pub const MIN_SEGMENT_BYTES: u64 = 64;
-
-/// Registers the descriptions of the journal metrics with the installed recorder.
-pub fn describe_metrics() {
-    metrics::describe_counter!(APPENDED, "Records appended to the journal.");
-    metrics::describe_gauge!(BYTES, "Total size of the journal's segment files in bytes.");
-    metrics::describe_counter!(
-        FULL,
-        "Appends that found the journal full (max_bytes) after garbage collection."
-    );
-    metrics::describe_counter!(
-        DROPPED,
-        "Records lost to the journal's size bound (cause: full, oldest_deleted)."
-    );
-    metrics::describe_counter!(
-        TRUNCATED_BYTES,
-        "Bytes of torn segment tails truncated by journal recovery."
-    );
-    metrics::describe_counter!(
-        CORRUPT_RECORDS,
-        "Records lost to corruption in the middle of the journal, found by recovery."
-    );
-}
 
 /// When the journal calls `fdatasync` on the segment it appends to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

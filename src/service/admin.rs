@@ -2,9 +2,10 @@
 //! format, `/livez` (the process answers) and `/readyz` (every account subscribed and the
 //! journal writable; 503 with a JSON body naming what is not ready).
 //!
-//! Metrics are recorded anywhere in the code through the `metrics` facade; this module installs
-//! the process-wide Prometheus recorder once ([`install_recorder`]) and renders it on each
-//! scrape, after refreshing the state gauges (session state, journal size, sink backlog).
+//! Metrics are recorded anywhere in the code through the `metrics` facade, under the names of
+//! the catalogue ([`crate::metrics`]); this module installs the process-wide Prometheus recorder
+//! once ([`install_recorder`]), registers every HELP text ([`crate::metrics::describe_all`]) and
+//! renders it on each scrape, after refreshing the state gauges (session state, journal size, sink backlog).
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::health::Health;
+use crate::metrics::{BAYEUX_CONNECT_SECONDS, BUILD_INFO, WEBHOOK_REQUEST_SECONDS};
 
 /// Why the admin listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,12 +54,12 @@ pub fn install_recorder() -> Option<PrometheusHandle> {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
-                    Matcher::Full("chatwatch_bayeux_connect_seconds".to_owned()),
+                    Matcher::Full(BAYEUX_CONNECT_SECONDS.to_owned()),
                     &CONNECT_BUCKETS,
                 )
                 .and_then(|b| {
                     b.set_buckets_for_metric(
-                        Matcher::Full(crate::sinks::webhook::REQUEST_SECONDS.to_owned()),
+                        Matcher::Full(WEBHOOK_REQUEST_SECONDS.to_owned()),
                         &REQUEST_BUCKETS,
                     )
                 });
@@ -73,9 +75,9 @@ pub fn install_recorder() -> Option<PrometheusHandle> {
                 }
             };
             if handle.is_some() {
-                describe();
+                crate::metrics::describe_all();
                 metrics::gauge!(
-                    "chatwatch_build_info",
+                    BUILD_INFO,
                     "version" => env!("CARGO_PKG_VERSION"),
                     "rustc" => option_env!("CARGO_PKG_RUST_VERSION").unwrap_or("unknown"),
                 )
@@ -84,62 +86,6 @@ pub fn install_recorder() -> Option<PrometheusHandle> {
             handle
         })
         .clone()
-}
-
-/// Help texts for the metrics an operator looks at first.
-fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_gauge!(
-        "chatwatch_build_info",
-        "Always 1; the labels say which chatwatch this is."
-    );
-    describe_gauge!(
-        "chatwatch_ready",
-        "1 when every account is subscribed and the journal is writable (as /readyz)."
-    );
-    describe_gauge!(
-        "chatwatch_session_state",
-        "1 for the current Bayeux session state of each account, 0 for the others."
-    );
-    describe_gauge!(
-        "chatwatch_session_subscribed",
-        "1 while the account is connected and subscribed to every channel."
-    );
-    describe_counter!(
-        "chatwatch_bayeux_handshakes_total",
-        "Handshakes by result (ok, failed)."
-    );
-    describe_counter!(
-        "chatwatch_bayeux_rehandshakes_total",
-        "Sessions lost and handshaken again, by cause."
-    );
-    describe_histogram!(
-        "chatwatch_bayeux_connect_seconds",
-        Unit::Seconds,
-        "Round trip of /meta/connect requests (held by the server up to its timeout)."
-    );
-    describe_counter!(
-        "chatwatch_events_total",
-        "Events made, by account, kind, message type and chat state."
-    );
-    describe_counter!(
-        crate::event::DECODE_ERRORS_METRIC,
-        "Notifications whose payload could not be read as its message type (kept raw)."
-    );
-    describe_counter!(
-        "chatwatch_dropped_events_total",
-        "Events lost before the journal, by cause."
-    );
-    describe_gauge!(
-        "chatwatch_sink_backlog_events",
-        "Journal records a sink has yet to deliver."
-    );
-    describe_counter!(crate::sinks::DELIVERED_EVENTS, "Events a sink delivered.");
-    describe_counter!(
-        "chatwatch_config_reloads_total",
-        "Configuration reloads (SIGHUP) by result."
-    );
-    crate::journal::describe_metrics();
 }
 
 /// What the admin routes need.

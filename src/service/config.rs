@@ -1,10 +1,18 @@
 //! The daemon's configuration: its shape (every field documented, unknown keys refused), loading
 //! from a TOML file with `CHATWATCH__SECTION__KEY` environment overrides, pure validation, and
-//! the resolution of secrets (inline, from an environment variable, or from a file).
+//! the one resolve step ([`Config::resolve`]) that reads every secret.
 //!
-//! Loading and validation never touch the network. Errors name the file and the key
-//! (`accounts.main.url`), so an operator can fix them without reading code. Secrets are
-//! [`Secret`]s: they print as `***`, so `chatwatch check` can show the effective configuration.
+//! Loading and validation never touch the network, a file other than the configuration or an
+//! environment variable other than `CHATWATCH__…`. Errors name the file and the key
+//! (`accounts.main.url`), so an operator can fix them without reading code.
+//!
+//! Secrets (account passwords, webhook secrets and tokens, audit HMAC keys) are written in the
+//! crate's one vocabulary ([`SecretSource`]: `{ value }`, `{ env }`, `{ file }`,
+//! `{ credential }`); the older account keys `password_env`, `password_file` and
+//! `password_credential`, and the audit sink's `hmac_key_file` and `hmac_key_credential`, stay as
+//! aliases. [`Config::resolve`] is the only place that reads them: `chatwatch check` and
+//! `chatwatch run` (and every SIGHUP reload) call it, so `check` accepts exactly what `run`
+//! accepts. They print as `***`, so `chatwatch check` can show the effective configuration.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +24,8 @@ use url::Url;
 use crate::bayeux::channel;
 use crate::bayeux::protocol::ProtocolConfig;
 use crate::bayeux::transport::HttpSettings;
-use crate::secret::Secret;
+use crate::secret::{Resolver, Secret, SecretError, SecretSource};
+use crate::sinks::webhook::WebhookAuth;
 use crate::sinks::SinkConfig;
 
 /// The environment variable prefix; `CHATWATCH__BAYEUX__MAX_BACKOFF=10s` sets `bayeux.max_backoff`.
@@ -61,6 +70,25 @@ pub enum ConfigError {
         /// Why it could not be read (never the value).
         message: String,
     },
+}
+
+impl From<SecretError> for ConfigError {
+    fn from(e: SecretError) -> Self {
+        ConfigError::Secret {
+            key: e.key,
+            message: e.message,
+        }
+    }
+}
+
+/// What a command needs from the configuration file; [`Config::load_for`] checks that much.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The daemon (`run`, `check`, a reload): everything, including at least one sink.
+    Daemon,
+    /// A one-shot command (`chat`, `journal`, `deadletter`): the same rules, but a file without
+    /// any sink is fine (a chat operation needs only the account).
+    Command,
 }
 
 /// The whole configuration file.
@@ -233,17 +261,23 @@ pub struct AccountConfig {
     /// The agent's user name, sent with HTTP Basic authentication. Default: none.
     #[serde(default)]
     pub username: Option<String>,
-    /// The password, inline. Prefer `password_env` or `password_file`. Default: none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<Secret>,
-    /// Name of an environment variable that holds the password. Default: none.
+    /// The password, in the crate's secret vocabulary: `password = "..."` (inline, same as
+    /// `{ value = "..." }`), `{ env = "VAR" }`, `{ file = "/path" }` (the content without a
+    /// trailing newline) or `{ credential = "NAME" }` (systemd `LoadCredential=NAME:/path`: the
+    /// file `$CREDENTIALS_DIRECTORY/NAME`). Prefer anything but inline. Default: none.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_password"
+    )]
+    pub password: Option<SecretSource>,
+    /// Alias of `password = { env = "..." }`. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
-    /// Path of a file whose content (without a trailing newline) is the password. Default: none.
+    /// Alias of `password = { file = "..." }`. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
-    /// Name of a systemd credential (`LoadCredential=NAME:/path` in the unit) holding the
-    /// password: the file `$CREDENTIALS_DIRECTORY/NAME`. Default: none.
+    /// Alias of `password = { credential = "..." }`. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_credential: Option<String>,
     /// Channels (names or globs `*`, `**`) to stay subscribed to. Default: `["/v2/me/chats"]`.
@@ -450,6 +484,17 @@ fn yes() -> bool {
     true
 }
 
+/// An inline password prints as `password = "***"`, the other forms as their table.
+fn serialize_password<S: serde::Serializer>(
+    password: &Option<SecretSource>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match password {
+        Some(SecretSource::Value(_) | SecretSource::Resolved(_)) | None => s.serialize_str("***"),
+        Some(source) => source.serialize(s),
+    }
+}
+
 fn default_notifications_path() -> String {
     "/api/v2/notifications".to_owned()
 }
@@ -466,13 +511,27 @@ impl Config {
     /// Reads `file`, applies `CHATWATCH__…` overrides from the process environment, and
     /// validates the result.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
-        Self::load_with_env(file, std::env::vars())
+        Self::load_for(file, Purpose::Daemon)
+    }
+
+    /// Like [`load`](Self::load), checking only what `purpose` needs.
+    pub fn load_for(file: &Path, purpose: Purpose) -> Result<Config, ConfigError> {
+        Self::load_with_env_for(file, std::env::vars(), purpose)
     }
 
     /// Like [`load`](Self::load), with the environment given explicitly (for tests).
     pub fn load_with_env(
         file: &Path,
         env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        Self::load_with_env_for(file, env, Purpose::Daemon)
+    }
+
+    /// [`load_for`](Self::load_for) with the environment given explicitly.
+    pub fn load_with_env_for(
+        file: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+        purpose: Purpose,
     ) -> Result<Config, ConfigError> {
         let env: config::Map<String, String> = env
             .into_iter()
@@ -508,8 +567,78 @@ impl Config {
         })?;
         let mut config = config;
         config.apply_derived_defaults();
-        config.validate(file)?;
+        config.validate_for(file, purpose)?;
         Ok(config)
+    }
+
+    /// The one resolve step: reads every secret of every enabled account and every sink through
+    /// `resolver` and returns the configuration with each replaced by the value read
+    /// ([`SecretSource::Resolved`]), so nothing reads a secret twice. `chatwatch check` and
+    /// `chatwatch run` (and each reload) both call it. The first error names the key
+    /// (`sinks.audit.hmac_key_file: cannot read /k: No such file or directory`); in
+    /// [`ResolveMode::Check`](crate::secret::ResolveMode::Check) an unreachable systemd
+    /// credential is left as it is and reported in `resolver.warnings()`.
+    pub fn resolve(&self, resolver: &mut Resolver) -> Result<Config, ConfigError> {
+        let mut out = self.clone();
+        for (name, account) in out.accounts.iter_mut() {
+            if !account.enabled {
+                continue;
+            }
+            if let Some((key, source)) = account.password_source(name) {
+                if let Some(value) = resolver.read_text(&key, &source)? {
+                    account.password = Some(SecretSource::Resolved(
+                        crate::secret::SecretBytes::new(value.expose().as_bytes()),
+                    ));
+                    account.password_env = None;
+                    account.password_file = None;
+                    account.password_credential = None;
+                }
+            }
+        }
+        for (name, sink) in out.sinks.iter_mut() {
+            let key = |field: &str| format!("sinks.{name}.{field}");
+            match sink {
+                SinkConfig::Webhook(w) => {
+                    for (i, source) in w.secrets.iter_mut().enumerate() {
+                        let key = source.key_in(&key(&format!("secrets[{i}]")));
+                        if let Some(text) = resolver.read_text(&key, source)? {
+                            // The signing secret must decode too, as the sink will.
+                            crate::sinks::webhook::decode_secret(text.expose()).map_err(|e| {
+                                ConfigError::Secret {
+                                    key: key.clone(),
+                                    message: e.to_string(),
+                                }
+                            })?;
+                            *source = resolved(text);
+                        }
+                    }
+                    let auth = match &mut w.auth {
+                        Some(WebhookAuth::Bearer(source)) => Some(("auth.bearer", source)),
+                        Some(WebhookAuth::Basic { password, .. }) => {
+                            Some(("auth.basic.password", password))
+                        }
+                        None => None,
+                    };
+                    if let Some((field, source)) = auth {
+                        let key = source.key_in(&key(field));
+                        if let Some(text) = resolver.read_text(&key, source)? {
+                            *source = resolved(text);
+                        }
+                    }
+                }
+                SinkConfig::Audit(a) => {
+                    if let Some((field, source)) = a.hmac_key_source() {
+                        if let Some(bytes) = resolver.read(&key(&field), &source)? {
+                            a.hmac_key = Some(SecretSource::Resolved(bytes));
+                            a.hmac_key_file = None;
+                            a.hmac_key_credential = None;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
     }
 
     /// Defaults that depend on other settings: a webhook sink without `dead_letter_dir` writes
@@ -526,8 +655,14 @@ impl Config {
         }
     }
 
-    /// Cross-field rules that types alone cannot express. Pure: reads no file or variable.
+    /// Cross-field rules that types alone cannot express, for the daemon. Pure: reads no file
+    /// or variable.
     pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        self.validate_for(file, Purpose::Daemon)
+    }
+
+    /// [`validate`](Self::validate) for `purpose`.
+    pub fn validate_for(&self, file: &Path, purpose: Purpose) -> Result<(), ConfigError> {
         let invalid = |key: String, message: String| ConfigError::Invalid {
             file: file.to_owned(),
             key,
@@ -646,13 +781,20 @@ impl Config {
         self.journal
             .validate()
             .map_err(|e| invalid("journal".into(), e.to_string()))?;
-        if self.sinks.is_empty() {
+        if self.sinks.is_empty() && purpose == Purpose::Daemon {
             return Err(invalid(
                 "sinks".into(),
                 "no sink configured: add e.g. [sinks.console] with type = \"log\"".into(),
             ));
         }
         for (name, sink) in &self.sinks {
+            // Sink names become file names (audit files, dead letters) and metric labels.
+            if name.is_empty() || name.contains(['/', '\\', '\0']) || name == "." || name == ".." {
+                return Err(invalid(
+                    format!("sinks.{name}"),
+                    format!("the sink name `{name}` cannot be used as a file name"),
+                ));
+            }
             sink.validate()
                 .map_err(|e| invalid(format!("sinks.{name}"), e.to_string()))?;
         }
@@ -669,58 +811,39 @@ impl AccountConfig {
         Ok(url)
     }
 
-    /// Reads the password from wherever it is configured. The error names the key, never the
-    /// value.
-    pub fn resolve_password(&self, name: &str) -> Result<Option<Secret>, ConfigError> {
-        if let Some(p) = &self.password {
-            return Ok(Some(p.clone()));
+    /// Where the password comes from, with the dotted key that names it in errors
+    /// (`accounts.main.password.env`, or an alias as written: `accounts.main.password_file`).
+    pub fn password_source(&self, name: &str) -> Option<(String, SecretSource)> {
+        let key = |field: &str| format!("accounts.{name}.{field}");
+        if let Some(source) = &self.password {
+            let key = match source {
+                // `password = "..."` is written without a `.value`.
+                SecretSource::Value(_) | SecretSource::Resolved(_) => key("password"),
+                other => other.key_in(&key("password")),
+            };
+            return Some((key, source.clone()));
         }
         if let Some(var) = &self.password_env {
-            return match std::env::var(var) {
-                Ok(v) if !v.is_empty() => Ok(Some(Secret::new(v))),
-                _ => Err(ConfigError::Secret {
-                    key: format!("accounts.{name}.password_env"),
-                    message: format!("environment variable `{var}` is not set or empty"),
-                }),
-            };
+            return Some((key("password_env"), SecretSource::Env(var.clone())));
         }
-        let credential;
-        let path = match (&self.password_file, &self.password_credential) {
-            (Some(path), _) => Some(path),
-            (None, Some(cred)) => {
-                credential = crate::secret::credential_path(cred).map_err(|message| {
-                    ConfigError::Secret {
-                        key: format!("accounts.{name}.password_credential"),
-                        message,
-                    }
-                })?;
-                Some(&credential)
-            }
-            (None, None) => None,
-        };
-        let field = if self.password_file.is_some() {
-            "password_file"
-        } else {
-            "password_credential"
-        };
-        if let Some(path) = path {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Secret {
-                key: format!("accounts.{name}.{field}"),
-                message: format!("cannot read {}: {e}", path.display()),
-            })?;
-            let value = text
-                .strip_suffix('\n')
-                .map(|t| t.strip_suffix('\r').unwrap_or(t))
-                .unwrap_or(&text);
-            if value.is_empty() {
-                return Err(ConfigError::Secret {
-                    key: format!("accounts.{name}.{field}"),
-                    message: format!("{} is empty", path.display()),
-                });
-            }
-            return Ok(Some(Secret::new(value)));
+        if let Some(path) = &self.password_file {
+            return Some((key("password_file"), SecretSource::File(path.clone())));
         }
-        Ok(None)
+        self.password_credential.as_ref().map(|cred| {
+            (
+                key("password_credential"),
+                SecretSource::Credential(cred.clone()),
+            )
+        })
+    }
+
+    /// Reads the password from wherever it is configured (the value [`Config::resolve`] read,
+    /// when it ran). The error names the key, never the value.
+    pub fn resolve_password(&self, name: &str) -> Result<Option<Secret>, ConfigError> {
+        match self.password_source(name) {
+            Some((key, source)) => Ok(Some(source.read_text(&key)?)),
+            None => Ok(None),
+        }
     }
 
     /// The protocol settings for this account.
@@ -788,6 +911,11 @@ impl AccountConfig {
             user_agent: format!("chatwatch/{}", env!("CARGO_PKG_VERSION")),
         })
     }
+}
+
+/// A text secret as read, for the resolved configuration.
+fn resolved(text: Secret) -> SecretSource {
+    SecretSource::Resolved(crate::secret::SecretBytes::new(text.expose().as_bytes()))
 }
 
 /// The config crate appends "in <file>" to some messages; we name the file ourselves.
@@ -917,6 +1045,84 @@ type = "log"
             e.contains("accounts.main.password_env") && e.contains("CHATWATCH_TEST_NO_SUCH_VAR"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn resolve_reads_each_secret_once_into_the_config_and_names_the_key() {
+        let mut pw = tempfile::NamedTempFile::new().unwrap();
+        pw.write_all(b"from-file\n").unwrap();
+        let mut key = tempfile::NamedTempFile::new().unwrap();
+        key.write_all(&[0xff, 0x01]).unwrap();
+        let text = MINIMAL.replace(
+            "password = \"s3cret-value\"",
+            &format!("password = {{ file = \"{}\" }}", pw.path().display()),
+        ) + &format!(
+            "[sinks.audit]\ntype = \"audit\"\ndir = \"/tmp/x\"\nhmac_key_file = \"{}\"\n",
+            key.path().display()
+        );
+        let f = write(&text);
+        let c = Config::load_with_env(f.path(), no_env()).unwrap();
+        let r = c
+            .resolve(&mut Resolver::new(crate::secret::ResolveMode::Run))
+            .unwrap();
+        let a = &r.accounts["main"];
+        assert!(
+            matches!(a.password, Some(SecretSource::Resolved(_))),
+            "{a:?}"
+        );
+        assert_eq!(
+            a.resolve_password("main").unwrap().unwrap().expose(),
+            "from-file"
+        );
+        let SinkConfig::Audit(audit) = &r.sinks["audit"] else {
+            panic!()
+        };
+        assert_eq!(audit.hmac_key_file, None);
+        match &audit.hmac_key {
+            Some(SecretSource::Resolved(k)) => assert_eq!(k.expose(), [0xff, 0x01]),
+            other => panic!("{other:?}"),
+        }
+        let shown = format!("{r:?} {}", toml::to_string(&r).unwrap());
+        assert!(!shown.contains("from-file"), "{shown}");
+
+        // Errors name the key as written: the table form or the alias.
+        for (line, key) in [
+            (
+                "password = { env = \"CW_NO_SUCH_VAR\" }",
+                "accounts.main.password.env",
+            ),
+            (
+                "password_env = \"CW_NO_SUCH_VAR\"",
+                "accounts.main.password_env",
+            ),
+            (
+                "password_file = \"/nonexistent/pw\"",
+                "accounts.main.password_file",
+            ),
+        ] {
+            let f = write(&MINIMAL.replace("password = \"s3cret-value\"", line));
+            let c = Config::load_with_env(f.path(), no_env()).unwrap();
+            let e = c
+                .resolve(&mut Resolver::new(crate::secret::ResolveMode::Run))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(&format!("{key}: ")), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_command_needs_no_sink_the_daemon_does() {
+        let f = write(&MINIMAL.replace("[sinks.console]\ntype = \"log\"", ""));
+        assert!(Config::load_with_env_for(f.path(), no_env(), Purpose::Command).is_ok());
+        let e = Config::load_with_env(f.path(), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no sink"), "{e}");
+        let f = write(&MINIMAL.replace("[sinks.console]", "[sinks.\"..\"]"));
+        let e = Config::load_with_env(f.path(), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot be used as a file name"), "{e}");
     }
 
     #[test]

@@ -16,6 +16,10 @@ use tokio::sync::watch;
 
 use crate::bayeux::client::{Heartbeat, SessionStatus};
 use crate::journal::{Journal, WriterProbe};
+use crate::metrics::{
+    JOURNAL_FIRST_SEQ, JOURNAL_HEAD_SEQ, JOURNAL_SEGMENTS, READY, SESSION_STATE,
+    SESSION_SUBSCRIBED, SINK_BACKLOG_EVENTS,
+};
 
 /// A session loop that has not beaten for this long is stuck (it beats every 2 s while idle).
 pub const STUCK_AFTER: Duration = Duration::from_secs(20);
@@ -264,16 +268,16 @@ impl Health {
             set_account_gauges(name, Some(&status));
         }
         let status = self.inner.journal.status();
-        metrics::gauge!("chatwatch_journal_head_seq").set(status.head as f64);
-        metrics::gauge!("chatwatch_journal_first_seq").set(status.first_seq as f64);
-        metrics::gauge!("chatwatch_journal_segments").set(status.segments as f64);
+        metrics::gauge!(JOURNAL_HEAD_SEQ).set(status.head as f64);
+        metrics::gauge!(JOURNAL_FIRST_SEQ).set(status.first_seq as f64);
+        metrics::gauge!(JOURNAL_SEGMENTS).set(status.segments as f64);
         metrics::gauge!(crate::journal::BYTES).set(status.bytes as f64);
         for sink in &status.sinks {
-            metrics::gauge!("chatwatch_sink_backlog_events", "sink" => sink.name.clone())
+            metrics::gauge!(SINK_BACKLOG_EVENTS, "sink" => sink.name.clone())
                 .set(sink.backlog as f64);
         }
         let ready = self.readiness();
-        metrics::gauge!("chatwatch_ready").set(if ready.ready { 1.0 } else { 0.0 });
+        metrics::gauge!(READY).set(if ready.ready { 1.0 } else { 0.0 });
     }
 }
 
@@ -291,12 +295,15 @@ fn set_account_gauges(name: &str, status: Option<&SessionStatus>) {
     ];
     for state in STATES {
         let on = status.is_some_and(|s| s.state == state);
-        metrics::gauge!("chatwatch_session_state", "account" => name.to_owned(), "state" => state.as_str())
+        metrics::gauge!(SESSION_STATE, "account" => name.to_owned(), "state" => state.as_str())
             .set(if on { 1.0 } else { 0.0 });
     }
     let subscribed = status.is_some_and(|s| s.subscribed);
-    metrics::gauge!("chatwatch_session_subscribed", "account" => name.to_owned())
-        .set(if subscribed { 1.0 } else { 0.0 });
+    metrics::gauge!(SESSION_SUBSCRIBED, "account" => name.to_owned()).set(if subscribed {
+        1.0
+    } else {
+        0.0
+    });
 }
 
 #[cfg(test)]

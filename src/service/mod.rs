@@ -30,7 +30,9 @@ use crate::bayeux::client::{self, SessionStatus};
 use crate::delivery::SinkRunner;
 use crate::gws::session::SessionError;
 use crate::journal::{Journal, JournalError};
+use crate::metrics::CONFIG_RELOADS;
 use crate::pipeline;
+use crate::secret::{ResolveMode, Resolver};
 use accounts::{AccountExit, AccountPlan, AccountSet};
 use config::{Config, ConfigError};
 use health::Health;
@@ -43,22 +45,22 @@ pub enum ServiceError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A sink could not be built.
-    #[error("{0}")]
+    #[error(transparent)]
     Sink(#[from] crate::sinks::SinkError),
     /// A session transport could not be built.
-    #[error("{0}")]
+    #[error(transparent)]
     Session(#[from] client::ClientError),
     /// A GWS session could not be built.
-    #[error("{0}")]
+    #[error(transparent)]
     Gws(#[from] SessionError),
     /// The journal could not be opened or synced.
-    #[error("{0}")]
+    #[error(transparent)]
     Journal(#[from] JournalError),
     /// A pipeline could no longer store events.
-    #[error("{0}")]
+    #[error(transparent)]
     Pipeline(#[from] pipeline::PipelineError),
     /// The admin listener could not start.
-    #[error("{0}")]
+    #[error(transparent)]
     Admin(#[from] admin::AdminError),
 }
 
@@ -118,7 +120,9 @@ async fn serve(
     shutdown: CancellationToken,
     started: impl FnOnce(Running),
 ) -> Result<(), ServiceError> {
-    // Build everything that can fail on configuration before starting anything.
+    // Build everything that can fail on configuration before starting anything; the secrets
+    // are read once, by the resolve step `chatwatch check` runs too.
+    let config = config.resolve(&mut Resolver::new(ResolveMode::Run))?;
     let plans = AccountPlan::build_all(&config)?;
     raise_open_file_limit(plans.len());
     let prometheus = admin::install_recorder();
@@ -179,7 +183,7 @@ async fn serve(
         health: health.clone(),
     });
 
-    let mut hup = hangup_signal();
+    let mut hup = crate::signal::Hangup::new();
     let mut current = config;
     let mut first_error = None;
     loop {
@@ -197,7 +201,7 @@ async fn serve(
                     }
                 }
             }
-            Some(()) = recv_hangup(&mut hup) => {
+            Some(()) = hup.recv() => {
                 delivery.reopen();
                 match &reload {
                     Some(reload) => {
@@ -250,12 +254,14 @@ async fn apply_reload(
     delivery: &mut SinkRunner,
 ) -> Config {
     let failed = |current: Config, why: String| {
-        metrics::counter!("chatwatch_config_reloads_total", "result" => "failed").increment(1);
+        metrics::counter!(CONFIG_RELOADS, "result" => "failed").increment(1);
         error!(file = %reload.file.display(), error = %why, "SIGHUP: the new configuration cannot be used; still running on the previous one");
         current
     };
     info!(file = %reload.file.display(), "SIGHUP: reloading the configuration");
-    let mut next = match Config::load(&reload.file) {
+    let mut next = match Config::load(&reload.file)
+        .and_then(|next| next.resolve(&mut Resolver::new(ResolveMode::Run)))
+    {
         Ok(next) => next,
         Err(e) => return failed(current, e.to_string()),
     };
@@ -292,7 +298,7 @@ async fn apply_reload(
             Err(e) => warn!(error = %e, "cannot change the log level"),
         }
     }
-    metrics::counter!("chatwatch_config_reloads_total", "result" => "ok").increment(1);
+    metrics::counter!(CONFIG_RELOADS, "result" => "ok").increment(1);
     info!(
         accounts_added = ?changed.added,
         accounts_removed = ?changed.removed,
@@ -328,23 +334,5 @@ fn raise_open_file_limit(accounts: usize) {
             accounts,
             "the open-file limit may be too small for this many accounts (about 4 per account); raise LimitNOFILE="
         );
-    }
-}
-
-/// The SIGHUP stream (`None` where there is no such signal or it cannot be installed).
-fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            warn!(error = %e, "cannot listen for SIGHUP; reload and reopen are off");
-            None
-        }
-    }
-}
-
-async fn recv_hangup(hup: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
-    match hup {
-        Some(s) => s.recv().await,
-        None => std::future::pending().await,
     }
 }

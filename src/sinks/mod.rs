@@ -59,22 +59,14 @@ pub use file::{FileSink, FileSinkConfig, FsyncPolicy};
 pub use filter::{channel_matches, FilterConfig};
 pub use log::{LogFormat, LogLevel, LogSinkConfig};
 
-/// Metric: events a sink has delivered, labelled `sink`.
-pub const DELIVERED_EVENTS: &str = "chatwatch_sink_delivered_events_total";
-/// Metric: failed write, sync, reopen or encode attempts, labelled `sink` and `cause`.
-pub const FAILED_WRITES: &str = "chatwatch_sink_failed_writes_total";
+// The sink metric names, defined with their HELP text in the catalogue.
+pub use crate::metrics::{
+    SINK_DELIVERED_EVENTS as DELIVERED_EVENTS, SINK_FAILED_WRITES as FAILED_WRITES,
+};
 
 /// Tracing target of the sink layer's own diagnostics (write errors, repairs, reopens).
 const TARGET: &str = "chatwatch::sinks";
 
-/// Registers the descriptions of the sink metrics with the installed recorder.
-pub fn describe_metrics() {
-    metrics::describe_counter!(DELIVERED_EVENTS, "Events a sink has delivered.");
-    metrics::describe_counter!(
-        FAILED_WRITES,
-        "Failed write, sync, reopen or encode attempts of a sink (retried; counts attempts)."
-    );
-}
 
 /// Deserializers that also accept numbers and booleans written as strings.
 ///

@@ -79,6 +79,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::event::Event;
+use crate::secret::SecretSource;
 
 use self::files::{Housekeeper, HousekeepingSettings};
 use self::format::{Hash, Hasher, ZERO_HASH};
@@ -135,14 +136,18 @@ pub struct AuditSinkConfig {
     /// Checked at startup and after every rotation.
     #[serde(default, with = "humantime_serde")]
     pub keep_age: Option<Duration>,
-    /// A file holding the HMAC key (its raw bytes; one trailing newline is ignored). When set,
-    /// line hashes are HMAC-SHA256 with that key, so someone who can edit the files but not read
-    /// the key cannot forge a consistent chain; `chatwatch audit verify` then needs the same key.
-    /// Default: none (plain SHA-256).
+    /// The HMAC key, in the crate's secret vocabulary (`{ file = "/etc/chatwatch/audit.key" }`,
+    /// `{ credential = "audit-key" }`, `{ env = "VAR" }`, `{ value = "..." }`; a file's raw
+    /// bytes count, less one trailing newline). When set, line hashes are HMAC-SHA256 with that
+    /// key, so someone who can edit the files but not read the key cannot forge a consistent
+    /// chain; `chatwatch audit verify` then needs the same key. Default: none (plain SHA-256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac_key: Option<SecretSource>,
+    /// Alias of `hmac_key = { file = "..." }`. Default: none.
     #[serde(default)]
     pub hmac_key_file: Option<PathBuf>,
-    /// Like `hmac_key_file`, from the systemd credential of that name
-    /// (`$CREDENTIALS_DIRECTORY/NAME`, `LoadCredential=NAME:/path` in the unit). Default: none.
+    /// Alias of `hmac_key = { credential = "..." }` (`$CREDENTIALS_DIRECTORY/NAME`,
+    /// `LoadCredential=NAME:/path` in the unit). Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hmac_key_credential: Option<String>,
     /// Which events this sink receives; default: all.
@@ -192,6 +197,7 @@ impl AuditSinkConfig {
             compress: default_compress(),
             keep_files: None,
             keep_age: None,
+            hmac_key: None,
             hmac_key_file: None,
             hmac_key_credential: None,
             filter: FilterConfig::default(),
@@ -245,13 +251,43 @@ impl AuditSinkConfig {
         {
             return Err(SinkError::invalid("hmac_key_file", "must not be empty"));
         }
-        if self.hmac_key_file.is_some() && self.hmac_key_credential.is_some() {
+        let keys = [
+            self.hmac_key.is_some(),
+            self.hmac_key_file.is_some(),
+            self.hmac_key_credential.is_some(),
+        ];
+        if keys.iter().filter(|k| **k).count() > 1 {
             return Err(SinkError::invalid(
-                "hmac_key_credential",
-                "set only one of `hmac_key_file` and `hmac_key_credential`",
+                "hmac_key",
+                "set only one of `hmac_key`, `hmac_key_file` and `hmac_key_credential`",
             ));
         }
+        if let Some((key, source)) = self.hmac_key_source() {
+            source
+                .validate(&key)
+                .map_err(|e| SinkError::invalid(e.key, e.message))?;
+        }
         self.filter.validate()
+    }
+
+    /// Where the HMAC key comes from, with the key that names it in errors (`hmac_key.file`,
+    /// or the alias as written: `hmac_key_file`, `hmac_key_credential`); `None` without a key.
+    pub fn hmac_key_source(&self) -> Option<(String, SecretSource)> {
+        match (
+            &self.hmac_key,
+            &self.hmac_key_file,
+            &self.hmac_key_credential,
+        ) {
+            (Some(source), _, _) => Some((source.key_in("hmac_key"), source.clone())),
+            (None, Some(path), _) => {
+                Some(("hmac_key_file".to_owned(), SecretSource::File(path.clone())))
+            }
+            (None, None, Some(name)) => Some((
+                "hmac_key_credential".to_owned(),
+                SecretSource::Credential(name.clone()),
+            )),
+            (None, None, None) => None,
+        }
     }
 
     /// Validates, then on the sink's writer thread: creates `dir` if missing, reads the HMAC
@@ -376,19 +412,17 @@ impl AuditOutput {
             path: path.to_owned(),
             error,
         };
-        let key_file = match (&config.hmac_key_file, &config.hmac_key_credential) {
-            (Some(file), _) => Some(file.clone()),
-            (None, Some(name)) => Some(
-                crate::secret::credential_path(name)
-                    .map_err(|m| SinkError::invalid("hmac_key_credential", m).in_sink(sink))?,
+        // Read here only when the configuration was not resolved first (the daemon resolves
+        // it: then this is the value it read).
+        let key = match config.hmac_key_source() {
+            Some((key, source)) => Some(
+                source
+                    .read(&key)
+                    .map_err(|e| SinkError::invalid(e.key, e.message).in_sink(sink))?,
             ),
-            (None, None) => None,
-        };
-        let key = match &key_file {
-            Some(key_file) => Some(read_hmac_key(key_file).map_err(|e| open_error(key_file, e))?),
             None => None,
         };
-        let hasher = Hasher::new(key.as_deref());
+        let hasher = Hasher::new(key.as_ref().map(|k| k.expose()));
         if !config.dir.exists() {
             create_dirs(&config.dir).map_err(|e| open_error(&config.dir, e))?;
         }

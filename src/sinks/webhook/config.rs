@@ -8,11 +8,11 @@
 //! filter = { entered_states = ["LeftChat"] }
 //! ```
 //!
-//! Secrets, the bearer token and the basic-auth password are [`SecretSource`]s: exactly one of
-//! `{ value = "..." }` (inline; shown as `***`), `{ env = "VAR" }` or `{ file = "/path" }` (the
-//! content without one trailing newline; made for systemd's `LoadCredential=`). They are
-//! resolved once, by `build`; an error names the sink and the key (`secrets[1].env`), never the
-//! value.
+//! Secrets, the bearer token and the basic-auth password are [`SecretSource`]s, the crate's one
+//! secret vocabulary: `{ value = "..." }` (inline; shown as `***`), `{ env = "VAR" }`,
+//! `{ file = "/path" }` or `{ credential = "NAME" }`. The configuration's resolve step
+//! (`Config::resolve`, shared by `check` and `run`) reads them once; `build` uses what it read.
+//! An error names the sink and the key (`sinks.hook.secrets[1].env`), never the value.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,85 +52,13 @@ const RESERVED_HEADERS: &[&str] = &[
     "connection",
 ];
 
-/// Where a secret comes from: exactly one of `{ value = "..." }`, `{ env = "VAR" }` or
-/// `{ file = "/path" }` or `{ credential = "NAME" }` (an externally tagged table with one key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SecretSource {
-    /// The secret itself, inline in the configuration. Prefer `env` or `file`.
-    Value(Secret),
-    /// The name of an environment variable holding the secret (must be set and non-empty).
-    Env(String),
-    /// A file holding the secret (one trailing `\n` or `\r\n` is removed; must be non-empty).
-    File(PathBuf),
-    /// A systemd credential (`LoadCredential=NAME:/path` in the unit): the file
-    /// `$CREDENTIALS_DIRECTORY/NAME`, read like `file`.
-    Credential(String),
-}
+/// Where a secret comes from: the crate's one secret vocabulary (`{ value }`, `{ env }`,
+/// `{ file }`, `{ credential }`); see [`crate::secret`].
+pub use crate::secret::SecretSource;
 
-/// Reads a secret file: one trailing `\n` or `\r\n` removed, must not be empty. Errors name
-/// `key` and the path, never the content.
-fn read_secret_file(path: &Path, key: String) -> Result<Secret, SinkError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        SinkError::invalid(key.clone(), format!("cannot read {}: {e}", path.display()))
-    })?;
-    let value = text
-        .strip_suffix('\n')
-        .map(|t| t.strip_suffix('\r').unwrap_or(t))
-        .unwrap_or(&text);
-    if value.is_empty() {
-        return Err(SinkError::invalid(
-            key,
-            format!("{} is empty", path.display()),
-        ));
-    }
-    Ok(Secret::new(value))
-}
-
-impl SecretSource {
-    /// Checks the source without reading it: names and paths must not be empty.
-    fn validate(&self, field: &str) -> Result<(), SinkError> {
-        match self {
-            Self::Value(v) if v.is_empty() => Err(SinkError::invalid(
-                format!("{field}.value"),
-                "must not be empty",
-            )),
-            Self::Env(var) if var.is_empty() => Err(SinkError::invalid(
-                format!("{field}.env"),
-                "must name an environment variable",
-            )),
-            Self::File(path) if path.as_os_str().is_empty() => Err(SinkError::invalid(
-                format!("{field}.file"),
-                "must name a file",
-            )),
-            Self::Credential(name) if name.is_empty() || name.contains('/') => Err(
-                SinkError::invalid(format!("{field}.credential"), "must be a plain file name"),
-            ),
-            _ => Ok(()),
-        }
-    }
-
-    /// Reads the secret. The error names `field` (e.g. `secrets[0].env`) and what was missing,
-    /// never the value.
-    pub fn resolve(&self, field: &str) -> Result<Secret, SinkError> {
-        match self {
-            Self::Value(v) => Ok(v.clone()),
-            Self::Env(var) => match std::env::var(var) {
-                Ok(v) if !v.is_empty() => Ok(Secret::new(v)),
-                _ => Err(SinkError::invalid(
-                    format!("{field}.env"),
-                    format!("environment variable `{var}` is not set or empty"),
-                )),
-            },
-            Self::Credential(name) => {
-                let key = format!("{field}.credential");
-                let path = crate::secret::credential_path(name)
-                    .map_err(|m| SinkError::invalid(key.clone(), m))?;
-                read_secret_file(&path, key)
-            }
-            Self::File(path) => read_secret_file(path, format!("{field}.file")),
-        }
-    }
+/// A secret-source error as a sink validation error naming the same key.
+fn secret_error(e: crate::secret::SecretError) -> SinkError {
+    SinkError::invalid(e.key, e.message)
 }
 
 /// How the sink authenticates to the receiver, besides the signature.
@@ -326,7 +254,9 @@ impl WebhookSinkConfig {
         }
         for (i, source) in self.secrets.iter().enumerate() {
             let field = format!("secrets[{i}]");
-            source.validate(&field)?;
+            source
+                .validate(&source.key_in(&field))
+                .map_err(secret_error)?;
             if let SecretSource::Value(v) = source {
                 decode_secret(v.expose())
                     .map_err(|e| SinkError::invalid(format!("{field}.value"), e.to_string()))?;
@@ -380,7 +310,9 @@ impl WebhookSinkConfig {
         }
         match &self.auth {
             None => {}
-            Some(WebhookAuth::Bearer(source)) => source.validate("auth.bearer")?,
+            Some(WebhookAuth::Bearer(source)) => source
+                .validate(&source.key_in("auth.bearer"))
+                .map_err(secret_error)?,
             Some(WebhookAuth::Basic { username, password }) => {
                 if username.is_empty() || username.contains(':') {
                     return Err(SinkError::invalid(
@@ -388,7 +320,9 @@ impl WebhookSinkConfig {
                         "must be non-empty and contain no `:`",
                     ));
                 }
-                password.validate("auth.basic.password")?;
+                password
+                    .validate(&password.key_in("auth.basic.password"))
+                    .map_err(secret_error)?;
             }
         }
         if let Some(dir) = &self.dead_letter_dir {
@@ -427,7 +361,9 @@ impl WebhookSinkConfig {
         let mut keys = Vec::with_capacity(self.secrets.len());
         for (i, source) in self.secrets.iter().enumerate() {
             let field = format!("secrets[{i}]");
-            let secret = source.resolve(&field).map_err(in_sink)?;
+            let secret = source
+                .read_text(&source.key_in(&field))
+                .map_err(|e| in_sink(secret_error(e)))?;
             let key = decode_secret(secret.expose())
                 .map_err(|e| in_sink(SinkError::invalid(&field, e.to_string())))?;
             keys.push(SigningKey::new(key));
@@ -446,12 +382,16 @@ impl WebhookSinkConfig {
         if let Some(auth) = &self.auth {
             let (field, text) = match auth {
                 WebhookAuth::Bearer(source) => {
-                    let token = source.resolve("auth.bearer").map_err(in_sink)?;
+                    let token = source
+                        .read_text(&source.key_in("auth.bearer"))
+                        .map_err(|e| in_sink(secret_error(e)))?;
                     ("auth.bearer", format!("Bearer {}", token.expose()))
                 }
                 WebhookAuth::Basic { username, password } => {
                     use base64::Engine as _;
-                    let password = password.resolve("auth.basic.password").map_err(in_sink)?;
+                    let password = password
+                        .read_text(&password.key_in("auth.basic.password"))
+                        .map_err(|e| in_sink(secret_error(e)))?;
                     let token = base64::engine::general_purpose::STANDARD
                         .encode(format!("{username}:{}", password.expose()));
                     ("auth.basic.password", format!("Basic {token}"))

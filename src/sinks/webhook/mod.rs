@@ -67,32 +67,9 @@ pub use service::{BODY_START_BYTES, DISABLED_REASON};
 pub use sign::{decode_secret, sign, verify, SecretError, SECRET_PREFIX};
 pub use sink::WebhookSink;
 
-/// Metric: attempts by result (`ok`, `retry`, `dead_letter`, `disabled`), labelled `sink`.
-pub const ATTEMPTS: &str = "chatwatch_webhook_attempts_total";
-/// Metric: attempts that were retries, labelled `sink`.
-pub const RETRIES: &str = "chatwatch_webhook_retries_total";
-/// Metric: dead letters written, labelled `sink`.
-pub const DEAD_LETTERS: &str = "chatwatch_sink_dead_letters_total";
-/// Metric: histogram of attempt durations in seconds, labelled `sink`.
-pub const REQUEST_SECONDS: &str = "chatwatch_webhook_request_seconds";
-/// Metric: gauge, 1 while a `410 Gone` has the endpoint disabled, labelled `sink`.
-pub const ENDPOINT_DISABLED: &str = "chatwatch_webhook_endpoint_disabled";
-
-/// Registers the descriptions of the webhook metrics with the installed recorder.
-pub fn describe_metrics() {
-    metrics::describe_counter!(
-        ATTEMPTS,
-        "Webhook attempts by result (ok, retry, dead_letter, disabled)."
-    );
-    metrics::describe_counter!(RETRIES, "Webhook attempts that were retries.");
-    metrics::describe_counter!(DEAD_LETTERS, "Events written to a sink's dead-letter file.");
-    metrics::describe_histogram!(
-        REQUEST_SECONDS,
-        metrics::Unit::Seconds,
-        "Duration of one webhook attempt."
-    );
-    metrics::describe_gauge!(
-        ENDPOINT_DISABLED,
-        "1 while the webhook endpoint is disabled after a 410 Gone."
-    );
-}
+// The webhook metric names, defined with their HELP text in the catalogue.
+pub use crate::metrics::{
+    SINK_DEAD_LETTERS as DEAD_LETTERS, WEBHOOK_ATTEMPTS as ATTEMPTS,
+    WEBHOOK_ENDPOINT_DISABLED as ENDPOINT_DISABLED, WEBHOOK_REQUEST_SECONDS as REQUEST_SECONDS,
+    WEBHOOK_RETRIES as RETRIES,
+};
