@@ -339,13 +339,22 @@ fn a_credential_outside_the_unit_is_not_checked_here_but_run_needs_it() {
         "password = { credential = \"gws-password\" }",
         "[sinks.audit]\ntype = \"audit\"\ndir = \"audit\"\nhmac_key_credential = \"audit-key\"\n",
     );
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatwatch"));
-    cmd.args(["check", "--quiet", "--config"])
-        .arg(&config)
-        .env_remove("CREDENTIALS_DIRECTORY");
-    let out = cmd.output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let check = |args: &[&str], creds: Option<&Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatwatch"));
+        cmd.args(args).arg("--config").arg(&config);
+        cmd.env_remove("CREDENTIALS_DIRECTORY");
+        if let Some(dir) = creds {
+            cmd.env("CREDENTIALS_DIRECTORY", dir);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Outside the unit: each credential is one warning line naming its key; the check passes.
+    let (ok, stderr) = check(&["check", "--quiet", "--outside-unit"], None);
+    assert!(ok, "{stderr}");
     let warnings: Vec<&str> = stderr.lines().collect();
     assert_eq!(warnings.len(), 2, "{stderr}");
     assert!(
@@ -358,28 +367,37 @@ fn a_credential_outside_the_unit_is_not_checked_here_but_run_needs_it() {
             && warnings[1].contains("not checked here"),
         "{stderr}"
     );
+    // A credentials directory without the files (as systemd gives ExecReload=+): still warnings.
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    let (ok, stderr) = check(&["check", "--quiet", "--outside-unit"], Some(&creds));
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("cannot read"), "{stderr}");
+    // Every other source is still checked outside the unit.
+    let broken = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[sinks.console]", "[sinks.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nsecrets = [{ env = \"NO_SUCH_SECRET_VAR\" }]\n\n[sinks.console]");
+    let broken_path = dir.path().join("broken.toml");
+    std::fs::write(&broken_path, broken).unwrap();
+    let (ok, _, stderr) = chatwatch(&["check", "--quiet", "--outside-unit"], &broken_path, &[]);
+    assert!(!ok);
+    assert!(stderr.contains("sinks.hook.secrets[0].env"), "{stderr}");
 
-    // The daemon cannot start without it, and says which key.
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatwatch"));
-    cmd.args(["run", "--config"])
-        .arg(&config)
-        .env_remove("CREDENTIALS_DIRECTORY");
-    let out = cmd.output().unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Without --outside-unit, check reads the credentials as run does, and both refuse.
+    let (ok, stderr) = check(&["check", "--quiet"], None);
+    assert!(!ok);
+    assert!(
+        stderr.contains("accounts.main.password.credential")
+            && stderr.contains("CREDENTIALS_DIRECTORY"),
+        "{stderr}"
+    );
+    let (ok, stderr) = check(&["run"], None);
+    assert!(!ok);
     assert!(
         stderr.contains("accounts.main.password.credential"),
         "{stderr}"
     );
-
-    // With a credentials directory that lacks the file, check fails: the directory is there.
-    let creds = dir.path().join("creds");
-    std::fs::create_dir(&creds).unwrap();
-    let (ok, _, stderr) = chatwatch(
-        &["check", "--quiet"],
-        &config,
-        &[("CREDENTIALS_DIRECTORY", creds.to_str().unwrap())],
-    );
+    let (ok, stderr) = check(&["check", "--quiet"], Some(&creds));
     assert!(!ok);
     assert!(
         stderr.contains("accounts.main.password.credential: cannot read"),
