@@ -455,3 +455,122 @@ async fn a_chat_operation_needs_no_sink() {
     assert!(!ok);
     assert!(stderr.contains("no sink configured"), "{stderr}");
 }
+
+/// The daemon as run: after it started (an account on the simulator, a log, a webhook and an
+/// audit sink), every metric family on `/metrics` carries a `# HELP` line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_family_of_the_running_daemon_has_help() {
+    use chatwatch::sim::{SimConfig, Simulator};
+    let sim = Simulator::start(([127, 0, 0, 1], 0).into(), SimConfig::default())
+        .await
+        .unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("chatwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[accounts.main]
+url = "{url}"
+username = "agent1"
+password = {{ env = "CW_TEST_PW" }}
+use_env_proxy = false
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[journal]
+dir = "{dir}/journal"
+
+[log]
+format = "json"
+
+[sinks.console]
+type = "log"
+
+[sinks.hook]
+type = "webhook"
+url = "http://127.0.0.1:9/"
+secrets = [{{ value = "whsec_aGVsbG8=" }}]
+
+[sinks.audit]
+type = "audit"
+dir = "{dir}/audit"
+"#,
+            url = sim.base_url(),
+            dir = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_chatwatch"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("CW_TEST_PW", "password1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let text = loop {
+        let ready = http
+            .get(format!("http://127.0.0.1:{admin}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        if ready {
+            let body = http
+                .get(format!("http://127.0.0.1:{admin}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            // The session families appear once the account is subscribed; the webhook's once
+            // its sink is built.
+            if body.contains("chatwatch_session_subscribed")
+                && body.contains("chatwatch_webhook_endpoint_disabled")
+            {
+                break body;
+            }
+        }
+        assert!(
+            daemon.try_wait().unwrap().is_none(),
+            "chatwatch exited before it was ready"
+        );
+        assert!(Instant::now() < deadline, "never ready with every family");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let _ = daemon.wait();
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(families.len() >= 10, "{text}");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text");
+    let missing: Vec<&&str> = families
+        .iter()
+        .filter(|f| scrape.docs.get(**f).is_none_or(|h| h.trim().is_empty()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "families without # HELP: {missing:?}\n{text}"
+    );
+    for family in [
+        "chatwatch_webhook_attempts_total",
+        "chatwatch_sink_dead_letters_total",
+    ] {
+        assert!(families.contains(&family), "{family} is exported: {text}");
+    }
+}
