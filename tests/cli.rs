@@ -9,6 +9,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tokio::time::Instant as TokioInstant;
+
 fn check(config: &str, env: &[(&str, &str)]) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("chatwatch.toml");
@@ -116,7 +118,9 @@ fn the_shipped_config_file_checks() {
 }
 
 /// Runs `chatwatch <args> --config <config>` with `env`; returns (success, stdout, stderr). Kills
-/// the process and fails the test if it is still running at the deadline.
+/// the process and fails the test if it is still running at the deadline. Blocking (from async
+/// tests, call it in `spawn_blocking`), hence the std clock and sleep.
+#[allow(clippy::disallowed_methods)]
 fn chatwatch(args: &[&str], config: &Path, env: &[(&str, &str)]) -> (bool, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatwatch"));
     cmd.args(args).arg("--config").arg(config);
@@ -516,7 +520,7 @@ dir = "{dir}/audit"
         .spawn()
         .unwrap();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = TokioInstant::now() + Duration::from_secs(60);
     let text = loop {
         let ready = http
             .get(format!("http://127.0.0.1:{admin}/readyz"))
@@ -544,7 +548,10 @@ dir = "{dir}/audit"
             daemon.try_wait().unwrap().is_none(),
             "chatwatch exited before it was ready"
         );
-        assert!(Instant::now() < deadline, "never ready with every family");
+        assert!(
+            TokioInstant::now() < deadline,
+            "never ready with every family"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let _ = Command::new("kill")
