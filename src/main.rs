@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use chatwatch::app::cli::{AuditCommand, Cli, Command, DeadletterCommand, JournalCommand};
 use chatwatch::app::{self, cli};
+use chatwatch::secret::ResolveMode;
 use chatwatch::service::{self, config::Config, config::Purpose};
 use chatwatch::signal::stop_on_signal;
 use chatwatch::sim::{Scenario, SimConfig};
@@ -33,8 +34,17 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Check { config, quiet } => {
-            let report = app::check::check(&config)?;
+        Command::Check {
+            config,
+            quiet,
+            outside_unit,
+        } => {
+            let mode = if outside_unit {
+                ResolveMode::Check
+            } else {
+                ResolveMode::Run
+            };
+            let report = app::check::check(&config, mode)?;
             for warning in &report.warnings {
                 eprintln!("chatwatch: warning: {warning}");
             }

@@ -15,8 +15,8 @@
 //! The configuration module reads every secret once, through one [`Resolver`], in the step that
 //! both `chatwatch check` and `chatwatch run` take; errors name the key
 //! (`sinks.audit.hmac_key_file: cannot read /k: No such file or directory`), never the value. In
-//! [`ResolveMode::Check`] a systemd credential whose directory is not there (the check runs
-//! outside the unit) is reported as a warning, "not checked here", instead of an error.
+//! [`ResolveMode::Check`] (`chatwatch check --outside-unit`) a systemd credential that cannot be
+//! read here is reported as a warning, "not checked here", instead of an error.
 //!
 //! [`Secret`] and [`SecretBytes`] print as `***` in `Debug`, `Display` and when serialised (so
 //! `chatwatch check` can print the effective configuration safely); the only way to the value is
@@ -256,9 +256,11 @@ impl SecretError {
 pub enum ResolveMode {
     /// The daemon (or a command) is about to use the secrets: everything must be readable.
     Run,
-    /// `chatwatch check`: a `credential` whose directory is not there (`$CREDENTIALS_DIRECTORY`
-    /// unset, or not a directory: the check runs outside the unit) is a warning, "not checked
-    /// here"; every other source must be readable.
+    /// `chatwatch check --outside-unit`: a check that may run outside the unit's credential
+    /// context (systemd does not give `ExecReload=` processes the service's credentials, a shell
+    /// has none). A `credential` that cannot be read (`$CREDENTIALS_DIRECTORY` unset, the file
+    /// missing or not readable) is a warning, "not checked here"; every other source must be
+    /// readable.
     Check,
 }
 
@@ -308,23 +310,17 @@ impl Resolver {
             },
             SecretSource::File(path) => read_secret_file(path).map(Some).map_err(fail),
             SecretSource::Credential(name) => {
-                let dir = std::env::var_os(CREDENTIALS_DIRECTORY).filter(|d| !d.is_empty());
-                let reachable = dir.as_ref().is_some_and(|d| Path::new(d).is_dir());
-                if !reachable && self.mode == ResolveMode::Check {
-                    let why = match &dir {
-                        None => format!("${CREDENTIALS_DIRECTORY} is not set"),
-                        Some(d) => format!(
-                            "${CREDENTIALS_DIRECTORY} ({}) is not a directory",
-                            Path::new(d).display()
-                        ),
-                    };
-                    self.warnings.push(format!(
-                        "{key}: credential `{name}` not checked here ({why}); the service reads it at start"
-                    ));
-                    return Ok(None);
+                let read = credential_path(name).and_then(|path| read_secret_file(&path));
+                match read {
+                    Ok(value) => Ok(Some(value)),
+                    Err(why) if self.mode == ResolveMode::Check => {
+                        self.warnings.push(format!(
+                            "{key}: credential `{name}` not checked here ({why}); the service reads it at start"
+                        ));
+                        Ok(None)
+                    }
+                    Err(why) => Err(fail(why)),
                 }
-                let path = credential_path(name).map_err(fail)?;
-                read_secret_file(&path).map(Some).map_err(fail)
             }
         }
     }

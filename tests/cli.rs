@@ -9,6 +9,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tokio::time::Instant as TokioInstant;
+
 fn check(config: &str, env: &[(&str, &str)]) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("chatwatch.toml");
@@ -116,7 +118,9 @@ fn the_shipped_config_file_checks() {
 }
 
 /// Runs `chatwatch <args> --config <config>` with `env`; returns (success, stdout, stderr). Kills
-/// the process and fails the test if it is still running at the deadline.
+/// the process and fails the test if it is still running at the deadline. Blocking (from async
+/// tests, call it in `spawn_blocking`), hence the std clock and sleep.
+#[allow(clippy::disallowed_methods)]
 fn chatwatch(args: &[&str], config: &Path, env: &[(&str, &str)]) -> (bool, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatwatch"));
     cmd.args(args).arg("--config").arg(config);
@@ -339,13 +343,22 @@ fn a_credential_outside_the_unit_is_not_checked_here_but_run_needs_it() {
         "password = { credential = \"gws-password\" }",
         "[sinks.audit]\ntype = \"audit\"\ndir = \"audit\"\nhmac_key_credential = \"audit-key\"\n",
     );
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatwatch"));
-    cmd.args(["check", "--quiet", "--config"])
-        .arg(&config)
-        .env_remove("CREDENTIALS_DIRECTORY");
-    let out = cmd.output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let check = |args: &[&str], creds: Option<&Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatwatch"));
+        cmd.args(args).arg("--config").arg(&config);
+        cmd.env_remove("CREDENTIALS_DIRECTORY");
+        if let Some(dir) = creds {
+            cmd.env("CREDENTIALS_DIRECTORY", dir);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Outside the unit: each credential is one warning line naming its key; the check passes.
+    let (ok, stderr) = check(&["check", "--quiet", "--outside-unit"], None);
+    assert!(ok, "{stderr}");
     let warnings: Vec<&str> = stderr.lines().collect();
     assert_eq!(warnings.len(), 2, "{stderr}");
     assert!(
@@ -358,28 +371,37 @@ fn a_credential_outside_the_unit_is_not_checked_here_but_run_needs_it() {
             && warnings[1].contains("not checked here"),
         "{stderr}"
     );
+    // A credentials directory without the files (as systemd gives ExecReload=+): still warnings.
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    let (ok, stderr) = check(&["check", "--quiet", "--outside-unit"], Some(&creds));
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("cannot read"), "{stderr}");
+    // Every other source is still checked outside the unit.
+    let broken = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[sinks.console]", "[sinks.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nsecrets = [{ env = \"NO_SUCH_SECRET_VAR\" }]\n\n[sinks.console]");
+    let broken_path = dir.path().join("broken.toml");
+    std::fs::write(&broken_path, broken).unwrap();
+    let (ok, _, stderr) = chatwatch(&["check", "--quiet", "--outside-unit"], &broken_path, &[]);
+    assert!(!ok);
+    assert!(stderr.contains("sinks.hook.secrets[0].env"), "{stderr}");
 
-    // The daemon cannot start without it, and says which key.
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatwatch"));
-    cmd.args(["run", "--config"])
-        .arg(&config)
-        .env_remove("CREDENTIALS_DIRECTORY");
-    let out = cmd.output().unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Without --outside-unit, check reads the credentials as run does, and both refuse.
+    let (ok, stderr) = check(&["check", "--quiet"], None);
+    assert!(!ok);
+    assert!(
+        stderr.contains("accounts.main.password.credential")
+            && stderr.contains("CREDENTIALS_DIRECTORY"),
+        "{stderr}"
+    );
+    let (ok, stderr) = check(&["run"], None);
+    assert!(!ok);
     assert!(
         stderr.contains("accounts.main.password.credential"),
         "{stderr}"
     );
-
-    // With a credentials directory that lacks the file, check fails: the directory is there.
-    let creds = dir.path().join("creds");
-    std::fs::create_dir(&creds).unwrap();
-    let (ok, _, stderr) = chatwatch(
-        &["check", "--quiet"],
-        &config,
-        &[("CREDENTIALS_DIRECTORY", creds.to_str().unwrap())],
-    );
+    let (ok, stderr) = check(&["check", "--quiet"], Some(&creds));
     assert!(!ok);
     assert!(
         stderr.contains("accounts.main.password.credential: cannot read"),
@@ -436,4 +458,126 @@ async fn a_chat_operation_needs_no_sink() {
     let (ok, _, stderr) = chatwatch(&["check", "--quiet"], &config, &[("CW_TEST_PW", "x")]);
     assert!(!ok);
     assert!(stderr.contains("no sink configured"), "{stderr}");
+}
+
+/// The daemon as run: after it started (an account on the simulator, a log, a webhook and an
+/// audit sink), every metric family on `/metrics` carries a `# HELP` line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_family_of_the_running_daemon_has_help() {
+    use chatwatch::sim::{SimConfig, Simulator};
+    let sim = Simulator::start(([127, 0, 0, 1], 0).into(), SimConfig::default())
+        .await
+        .unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("chatwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[accounts.main]
+url = "{url}"
+username = "agent1"
+password = {{ env = "CW_TEST_PW" }}
+use_env_proxy = false
+
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[journal]
+dir = "{dir}/journal"
+
+[log]
+format = "json"
+
+[sinks.console]
+type = "log"
+
+[sinks.hook]
+type = "webhook"
+url = "http://127.0.0.1:9/"
+secrets = [{{ value = "whsec_aGVsbG8=" }}]
+
+[sinks.audit]
+type = "audit"
+dir = "{dir}/audit"
+"#,
+            url = sim.base_url(),
+            dir = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_chatwatch"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("CW_TEST_PW", "password1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let deadline = TokioInstant::now() + Duration::from_secs(60);
+    let text = loop {
+        let ready = http
+            .get(format!("http://127.0.0.1:{admin}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        if ready {
+            let body = http
+                .get(format!("http://127.0.0.1:{admin}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            // The session families appear once the account is subscribed; the webhook's once
+            // its sink is built.
+            if body.contains("chatwatch_session_subscribed")
+                && body.contains("chatwatch_webhook_endpoint_disabled")
+            {
+                break body;
+            }
+        }
+        assert!(
+            daemon.try_wait().unwrap().is_none(),
+            "chatwatch exited before it was ready"
+        );
+        assert!(
+            TokioInstant::now() < deadline,
+            "never ready with every family"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let _ = daemon.wait();
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(families.len() >= 10, "{text}");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text");
+    let missing: Vec<&&str> = families
+        .iter()
+        .filter(|f| scrape.docs.get(**f).is_none_or(|h| h.trim().is_empty()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "families without # HELP: {missing:?}\n{text}"
+    );
+    for family in [
+        "chatwatch_webhook_attempts_total",
+        "chatwatch_sink_dead_letters_total",
+    ] {
+        assert!(families.contains(&family), "{family} is exported: {text}");
+    }
 }

@@ -1,9 +1,10 @@
 //! `chatwatch check`: load a configuration file and take the same resolve step as `run` (every
 //! secret read, every sink checked), so a file that checks is a file that runs.
 //!
-//! The one difference is [`ResolveMode::Check`]: a systemd credential whose directory is not
-//! there (the check runs outside the unit, e.g. from `ExecReload=` or a shell) is reported as a
-//! warning, "not checked here", instead of failing the check.
+//! With `--outside-unit` ([`ResolveMode::Check`]) a systemd credential that cannot be read here
+//! (the check runs outside the unit's credential context, e.g. from `ExecReload=`, which systemd
+//! does not give the credentials, or from a shell) is reported as a warning, "not checked here",
+//! instead of failing the check. Without it, `check` reads every secret exactly as `run` does.
 
 use std::path::Path;
 
@@ -31,10 +32,11 @@ pub enum CheckError {
     Render(#[from] toml::ser::Error),
 }
 
-/// Loads `file` and resolves it as `run` would, in [`ResolveMode::Check`].
-pub fn check(file: &Path) -> Result<CheckReport, CheckError> {
+/// Loads `file` and resolves it as `run` would, in `mode` ([`ResolveMode::Run`]: every secret
+/// must be readable; [`ResolveMode::Check`]: credentials out of reach are warnings).
+pub fn check(file: &Path, mode: ResolveMode) -> Result<CheckReport, CheckError> {
     let config = Config::load(file)?;
-    let mut resolver = Resolver::new(ResolveMode::Check);
+    let mut resolver = Resolver::new(mode);
     config.resolve(&mut resolver)?;
     Ok(CheckReport {
         config,

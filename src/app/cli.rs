@@ -41,6 +41,11 @@ pub enum Command {
         /// Print only errors, not the effective configuration.
         #[arg(short, long)]
         quiet: bool,
+        /// The check runs outside the service's credential context (e.g. `ExecReload=`, a
+        /// shell): report systemd credentials that cannot be read here as "not checked here"
+        /// warnings instead of errors.
+        #[arg(long)]
+        outside_unit: bool,
     },
     /// Perform a GWS chat operation as the configured agent.
     Chat(ChatArgs),

@@ -1,11 +1,12 @@
-//! Running the daemon: configuration ([`config`]), logging setup, and [`run`], which wires one
-//! Bayeux session and one event pipeline per account into the shared sink fan-out, and shuts
+//! Running the daemon: configuration ([`config`]), logging setup, and [`run`], which resolves
+//! the configuration's secrets (the step `chatwatch check` takes too), wires one Bayeux session
+//! and one event pipeline per account into the journal and one delivery task per sink, and shuts
 //! everything down in order when asked.
 //!
 //! Around that: the admin listener ([`admin`]: `/metrics`, `/livez`, `/readyz`), the shared
-//! [`health`] state, systemd notifications and the watchdog ([`notify`]), and SIGHUP, which
-//! reloads the configuration file and adds, removes or restarts only the accounts and sinks
-//! that changed (an invalid file changes nothing).
+//! [`health`] state, systemd notifications and the watchdog ([`notify`]), and SIGHUP (from
+//! [`crate::signal`]), which reloads the configuration file and adds, removes or restarts only
+//! the accounts and sinks that changed (an invalid file changes nothing).
 //!
 //! The path of an event: session task → bounded channel → pipeline task ([`crate::pipeline`]:
 //! GWS decode, chat tracker, event record) → the durable [`Journal`] → one delivery task per
