@@ -3,14 +3,12 @@
 //! `ack` extension granted; a refused upgrade falls back to long-polling; and acknowledgements
 //! the server "loses" make it redeliver batches, whose duplicates never reach the sinks.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::Daemon;
 use chatwatch::sim::{ChatOffer, SimConfig, Simulator};
 use serde_json::{json, Value};
-use support::Daemon;
 
 async fn simulator() -> Simulator {
     let cfg = SimConfig {
@@ -55,7 +53,7 @@ fn ringing(events: &[Value]) -> Vec<String> {
 }
 
 async fn wait_ringing(daemon: &Daemon, n: usize) -> Vec<String> {
-    let deadline = tokio::time::Instant::now() + support::DEADLINE;
+    let deadline = tokio::time::Instant::now() + crate::support::DEADLINE;
     loop {
         let got = ringing(&daemon.events());
         if got.len() >= n {
@@ -65,7 +63,7 @@ async fn wait_ringing(daemon: &Daemon, n: usize) -> Vec<String> {
             tokio::time::Instant::now() < deadline,
             "{} of {n} chats; log:\n{}",
             got.len(),
-            support::tail(&daemon.log_text(), 40)
+            crate::support::tail(&daemon.log_text(), 40)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -3,15 +3,13 @@
 //! behind a TLS terminator on loopback, with a certificate for `localhost` signed by a CA made
 //! by the test.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::Daemon;
 use chatwatch::sim::{ChatOffer, SimConfig, Simulator};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use support::Daemon;
 use tokio_rustls::rustls;
 
 /// Makes a CA and a `localhost` certificate it signs; returns (CA PEM, cert DER, key DER).

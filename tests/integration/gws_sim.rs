@@ -3,19 +3,17 @@
 //! reaches the server when refused), HTTP and CometD session expiry mid-stream, recovery of
 //! changes missed during an outage, and a wrong password.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::{Daemon, DEADLINE};
 use chatwatch::bayeux::transport::HttpSettings;
 use chatwatch::gws::operations::{ChatOperation, ClosingText};
 use chatwatch::gws::session::GwsSession;
 use chatwatch::secret::Secret;
 use chatwatch::sim::{ChatOffer, SimConfig, Simulator};
 use serde_json::{json, Value};
-use support::{Daemon, DEADLINE};
 use tokio::time::Instant;
 
 const PASSWORD: &str = "password1";
