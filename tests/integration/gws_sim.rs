@@ -3,7 +3,6 @@
 //! reaches the server when refused), HTTP and CometD session expiry mid-stream, recovery of
 //! changes missed during an outage, and a wrong password.
 
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
@@ -12,21 +11,14 @@ use chatwatch::bayeux::transport::HttpSettings;
 use chatwatch::gws::operations::{ChatOperation, ClosingText};
 use chatwatch::gws::session::GwsSession;
 use chatwatch::secret::Secret;
-use chatwatch::sim::{ChatOffer, SimConfig, Simulator};
+use chatwatch::sim::{ChatOffer, Simulator};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
 const PASSWORD: &str = "password1";
 
 async fn simulator() -> Simulator {
-    let cfg = SimConfig {
-        bayeux_timeout: Duration::from_secs(2),
-        max_interval: Duration::from_secs(2),
-        ..SimConfig::default()
-    };
-    Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), cfg)
-        .await
-        .unwrap()
+    crate::support::sim::start_with(Duration::from_secs(2), Duration::from_secs(2)).await
 }
 
 /// The agent's desktop: a separate GWS session of `agent1` that performs the operations.

@@ -3,22 +3,14 @@
 //! `ack` extension granted; a refused upgrade falls back to long-polling; and acknowledgements
 //! the server "loses" make it redeliver batches, whose duplicates never reach the sinks.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::support::Daemon;
-use chatwatch::sim::{ChatOffer, SimConfig, Simulator};
+use chatwatch::sim::{ChatOffer, Simulator};
 use serde_json::{json, Value};
 
 async fn simulator() -> Simulator {
-    let cfg = SimConfig {
-        bayeux_timeout: Duration::from_secs(2),
-        max_interval: Duration::from_secs(4),
-        ..SimConfig::default()
-    };
-    Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), cfg)
-        .await
-        .unwrap()
+    crate::support::sim::start_with(Duration::from_secs(2), Duration::from_secs(4)).await
 }
 
 async fn side(sim: &Simulator, path: &str, body: Value) -> Value {
@@ -34,13 +26,6 @@ async fn side(sim: &Simulator, path: &str, body: Value) -> Value {
         .unwrap();
     assert!(r.status().is_success(), "{path}: {}", r.status());
     serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
-}
-
-fn offer(customer: &str) -> ChatOffer {
-    ChatOffer {
-        customer_nickname: customer.to_owned(),
-        ..ChatOffer::default()
-    }
 }
 
 /// Chat ids of the `Invited` events (an offer), in file order.
@@ -85,7 +70,7 @@ async fn gws_over_websocket_with_ack() {
         .await;
     let mut offered = Vec::new();
     for i in 0..20 {
-        offered.push(sim.offer_chat("agent1", offer(&format!("Customer {i}"))));
+        offered.push(sim.offer_chat("agent1", ChatOffer::new(&format!("Customer {i}"))));
     }
     assert_eq!(wait_ringing(&daemon, 20).await, offered);
     let state = side(&sim, "/sim/websocket", json!({})).await;
@@ -114,7 +99,7 @@ async fn a_refused_upgrade_falls_back_to_long_polling() {
     );
     let mut offered = Vec::new();
     for i in 0..10 {
-        offered.push(sim.offer_chat("agent1", offer(&format!("Customer {i}"))));
+        offered.push(sim.offer_chat("agent1", ChatOffer::new(&format!("Customer {i}"))));
     }
     assert_eq!(wait_ringing(&daemon, 10).await, offered);
     let state = side(&sim, "/sim/websocket", json!({})).await;
@@ -138,7 +123,7 @@ async fn redelivered_batches_are_dropped_before_the_journal() {
     side(&sim, "/sim/lose-ack", json!({"count": 3})).await;
     let mut offered = Vec::new();
     for i in 0..30 {
-        offered.push(sim.offer_chat("agent1", offer(&format!("Customer {i}"))));
+        offered.push(sim.offer_chat("agent1", ChatOffer::new(&format!("Customer {i}"))));
         if i % 10 == 9 {
             wait_ringing(&daemon, i + 1).await;
         }
@@ -156,7 +141,7 @@ async fn redelivered_batches_are_dropped_before_the_journal() {
         daemon.log_text()
     );
     // Nothing more trickles in.
-    let again = sim.offer_chat("agent1", offer("Last"));
+    let again = sim.offer_chat("agent1", ChatOffer::new("Last"));
     let got = wait_ringing(&daemon, 31).await;
     assert_eq!(got.len(), 31);
     assert_eq!(got.last(), Some(&again));

@@ -1,45 +1,20 @@
 //! Integration tests of the sink layer through its public API: configuration parsed the way the
 //! daemon parses it, a real [`Fanout`] over real files, and a real full device.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chatwatch::event::{ChatRecord, Event, EventKind, SCHEMA};
-use chatwatch::gws::notification::{ChatState, NotificationType};
+use chatwatch::event::{Event, EventKind};
 use chatwatch::sinks::{
     Fanout, FileSinkConfig, FilterConfig, FsyncPolicy, LogSinkConfig, SinkConfig, DELIVERED_EVENTS,
     DROPPED_EVENTS, FAILED_WRITES,
 };
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::debugging::DebuggingRecorder;
 
-fn event(i: usize, state: &str, previous: Option<&str>) -> Event {
-    Event {
-        schema: SCHEMA.to_owned(),
-        event_id: format!("event-{i:06}"),
-        fingerprint: "ef".repeat(16),
-        received_at: time::OffsetDateTime::UNIX_EPOCH,
-        account: "agent1".to_owned(),
-        channel: "/v2/me/chats".to_owned(),
-        kind: EventKind::ChatState,
-        message_type: Some("ChatStateChangeMessage".to_owned()),
-        notification_type: Some(NotificationType::StatusChange),
-        reference_id: None,
-        chat: Some(ChatRecord {
-            id: Some(format!("chat-{i}")),
-            state: Some(ChatState::from(state)),
-            previous_state: previous.map(ChatState::from),
-            ..ChatRecord::default()
-        }),
-        messages: None,
-        error_message: None,
-        decode_error: None,
-        recovered: false,
-        data: serde_json::json!({"messageType": "ChatStateChangeMessage", "i": i}).into(),
-    }
-}
+use crate::support::events::event;
+use crate::support::metrics::Counters;
 
 /// The event ids of a JSON Lines file, asserting it has no torn line.
 fn ids_in(path: &Path) -> Vec<String> {
@@ -57,52 +32,6 @@ fn ids_in(path: &Path) -> Vec<String> {
                 .event_id
         })
         .collect()
-}
-
-/// A metric name and its sorted label pairs.
-type Series = (String, Vec<(String, String)>);
-
-/// Cumulative counters from a [`DebuggingRecorder`] (its snapshots reset counters).
-struct Counters {
-    snapshotter: Snapshotter,
-    totals: Mutex<HashMap<Series, u64>>,
-}
-
-impl Counters {
-    fn new(recorder: &DebuggingRecorder) -> Self {
-        Self {
-            snapshotter: recorder.snapshotter(),
-            totals: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The total of `name` over the series whose labels include all of `labels`.
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        let mut totals = self.totals.lock().unwrap();
-        for (key, _, _, value) in self.snapshotter.snapshot().into_vec() {
-            if let DebugValue::Counter(n) = value {
-                let mut pairs: Vec<(String, String)> = key
-                    .key()
-                    .labels()
-                    .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                    .collect();
-                pairs.sort();
-                *totals
-                    .entry((key.key().name().to_owned(), pairs))
-                    .or_default() += n;
-            }
-        }
-        totals
-            .iter()
-            .filter(|((n, pairs), _)| {
-                n == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| pairs.iter().any(|(pk, pv)| pk == k && pv == v))
-            })
-            .map(|(_, total)| *total)
-            .sum()
-    }
 }
 
 /// A tracing writer into a shared buffer.

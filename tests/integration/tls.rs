@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::Daemon;
-use chatwatch::sim::{ChatOffer, SimConfig, Simulator};
+use chatwatch::sim::{ChatOffer, SimConfig};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tokio_rustls::rustls;
 
@@ -59,15 +59,11 @@ async fn tls_terminator(upstream: SocketAddr, cert: Vec<u8>, key: Vec<u8>) -> u1
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_ca_is_trusted_through_ca_file_and_refused_without_it() {
-    let sim = Simulator::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        SimConfig {
-            bayeux_timeout: Duration::from_secs(2),
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let sim = crate::support::sim::start(SimConfig {
+        bayeux_timeout: Duration::from_secs(2),
+        ..SimConfig::default()
+    })
+    .await;
     let (ca_pem, cert, key) = certificates();
     let port = tls_terminator(sim.addr(), cert, key).await;
     let url = format!("https://localhost:{port}");
