@@ -163,7 +163,12 @@ async fn the_whole_life_cycle_with_both_leave_outcomes() {
         .iter()
         .any(|e| e["kind"] == "message_log" && e["chat"]["id"] == alone.as_str()));
 
-    // The disposition trigger file holds exactly the one transition into LeftChat.
+    // The disposition trigger file holds exactly the one transition into LeftChat (its own
+    // sink, so it may lag the event file: wait for it).
+    crate::support::wait_until("the LeftChat trigger", || {
+        !daemon.lines_of("left-chat.jsonl").is_empty()
+    })
+    .await;
     let triggers = daemon.lines_of("left-chat.jsonl");
     assert_eq!(triggers.len(), 1, "{triggers:?}");
     assert_eq!(triggers[0]["chat"]["id"], alone.as_str());
