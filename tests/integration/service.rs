@@ -129,7 +129,9 @@ impl Setup {
 
     fn lines(&self, file: &str) -> Vec<Value> {
         let text = std::fs::read_to_string(self.dir.join(file)).unwrap_or_default();
-        text.lines()
+        // Complete lines only: the daemon may be in the middle of writing the last one.
+        text.split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
