@@ -70,7 +70,7 @@ async fn gws_over_websocket_with_ack() {
         .await;
     let mut offered = Vec::new();
     for i in 0..20 {
-        offered.push(sim.offer_chat("agent1", ChatOffer::new(&format!("Customer {i}"))));
+        offered.push(sim.offer_chat("agent1", ChatOffer::new(format!("Customer {i}"))));
     }
     assert_eq!(wait_ringing(&daemon, 20).await, offered);
     let state = side(&sim, "/sim/websocket", json!({})).await;
@@ -99,7 +99,7 @@ async fn a_refused_upgrade_falls_back_to_long_polling() {
     );
     let mut offered = Vec::new();
     for i in 0..10 {
-        offered.push(sim.offer_chat("agent1", ChatOffer::new(&format!("Customer {i}"))));
+        offered.push(sim.offer_chat("agent1", ChatOffer::new(format!("Customer {i}"))));
     }
     assert_eq!(wait_ringing(&daemon, 10).await, offered);
     let state = side(&sim, "/sim/websocket", json!({})).await;
@@ -123,7 +123,7 @@ async fn redelivered_batches_are_dropped_before_the_journal() {
     side(&sim, "/sim/lose-ack", json!({"count": 3})).await;
     let mut offered = Vec::new();
     for i in 0..30 {
-        offered.push(sim.offer_chat("agent1", ChatOffer::new(&format!("Customer {i}"))));
+        offered.push(sim.offer_chat("agent1", ChatOffer::new(format!("Customer {i}"))));
         if i % 10 == 9 {
             wait_ringing(&daemon, i + 1).await;
         }
