@@ -3,20 +3,16 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::process::Child;
 
 /// Clock ticks per second of `/proc/<pid>/stat` times (Linux: 100 on every common platform).
 const TICKS_PER_SEC: f64 = 100.0;
 
-/// A free TCP port on 127.0.0.1 (bound and released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// The integration tests' ports module: one `free_port` for tests and benches.
+#[path = "../../tests/integration/support/ports.rs"]
+mod ports;
+
+pub use ports::free_port;
 
 /// Kills the child when dropped.
 pub struct Proc(pub Child);

@@ -67,7 +67,6 @@ pub use crate::metrics::{
 /// Tracing target of the sink layer's own diagnostics (write errors, repairs, reopens).
 const TARGET: &str = "chatwatch::sinks";
 
-
 /// Deserializers that also accept numbers and booleans written as strings.
 ///
 /// Sink tables are internally tagged (`type = "..."`), so serde buffers them before picking the

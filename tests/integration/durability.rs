@@ -3,17 +3,15 @@
 //! sink and a real webhook receiver afterwards; a webhook receiver that is down, then answers
 //! 503 with `Retry-After`, then 200, gets every event in order with a valid signature.
 
-mod support;
-
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::{Daemon, Faye, DEADLINE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::Value;
-use support::{Daemon, Faye, DEADLINE};
 use tokio::time::Instant;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -130,7 +128,7 @@ fn journal_ids(dir: &std::path::Path) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_burst_loses_nothing_the_journal_accepted() {
     let faye = Faye::start(0, 2);
-    let hook_port = support::free_port();
+    let hook_port = crate::support::free_port();
     let state = Arc::new(Mutex::new(Receiver::default()));
     receiver(hook_port, state.clone()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -202,7 +200,7 @@ async fn sigkill_mid_burst_loses_nothing_the_journal_accepted() {
         assert!(
             Instant::now() < deadline,
             "after restart {missing_file} accepted events are missing from the file and {missing_hook} from the webhook; log:\n{}",
-            support::tail(&daemon.log_text(), 30)
+            crate::support::tail(&daemon.log_text(), 30)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -220,7 +218,7 @@ async fn sigkill_mid_burst_loses_nothing_the_journal_accepted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_receiver_down_then_503_then_up_gets_everything_in_order() {
     let faye = Faye::start(0, 2);
-    let hook_port = support::free_port();
+    let hook_port = crate::support::free_port();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("chatwatch.toml");
     std::fs::write(&path, config(faye.port, hook_port, dir.path())).unwrap();
@@ -272,7 +270,7 @@ async fn a_webhook_receiver_down_then_503_then_up_gets_everything_in_order() {
             Instant::now() < deadline,
             "webhook got {} of 100; log:\n{}",
             seqs.len(),
-            support::tail(&daemon.log_text(), 30)
+            crate::support::tail(&daemon.log_text(), 30)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -295,7 +293,7 @@ fn cli(args: &[&str], config: &std::path::Path) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn journal_status_tail_and_dead_letters_from_the_cli() {
     let faye = Faye::start(0, 2);
-    let hook_port = support::free_port();
+    let hook_port = crate::support::free_port();
     // The receiver refuses everything with 400: every event becomes a dead letter.
     let refuse = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let seen = Arc::new(Mutex::new(Vec::<String>::new()));

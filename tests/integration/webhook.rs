@@ -17,8 +17,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use axum::Router;
-use chatwatch::event::{ChatRecord, Event, EventKind, SCHEMA};
-use chatwatch::gws::notification::{ChatState, NotificationType};
+use chatwatch::event::Event;
 use chatwatch::secret::Secret;
 use chatwatch::sinks::deliver::Deliver;
 use chatwatch::sinks::webhook::{
@@ -29,6 +28,8 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use url::Url;
 
+use crate::support::events::event;
+
 /// The rotation pair: the current secret in Standard Webhooks form and the previous one raw.
 const NEW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const OLD_SECRET: &str = "an-older-raw-secret-of-32-bytes!";
@@ -36,34 +37,10 @@ const OLD_SECRET: &str = "an-older-raw-secret-of-32-bytes!";
 /// Upper bound for any single test step.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-fn event(i: usize) -> Event {
-    Event {
-        schema: SCHEMA.to_owned(),
-        event_id: format!("0190b7c2-0000-7000-8000-{i:012}"),
-        fingerprint: "ab".repeat(16),
-        received_at: time::OffsetDateTime::UNIX_EPOCH,
-        account: "agent1".to_owned(),
-        channel: "/v2/me/chats".to_owned(),
-        kind: EventKind::ChatState,
-        message_type: Some("ChatStateChangeMessage".to_owned()),
-        notification_type: Some(NotificationType::StatusChange),
-        reference_id: None,
-        chat: Some(ChatRecord {
-            id: Some(format!("chat-{i}")),
-            state: Some(ChatState::from("LeftChat")),
-            previous_state: Some(ChatState::from("Chatting")),
-            ..ChatRecord::default()
-        }),
-        messages: None,
-        error_message: None,
-        decode_error: None,
-        recovered: false,
-        data: serde_json::json!({"messageType": "ChatStateChangeMessage", "i": i}).into(),
-    }
-}
-
 fn batch(n: usize) -> Vec<Arc<Event>> {
-    (0..n).map(|i| Arc::new(event(i))).collect()
+    (0..n)
+        .map(|i| Arc::new(event(i, "LeftChat", Some("Chatting"))))
+        .collect()
 }
 
 fn ids(events: &[Arc<Event>]) -> Vec<String> {

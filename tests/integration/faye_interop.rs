@@ -3,9 +3,7 @@
 //! server does (forgets sessions, is killed and restarted, is down at start, answers 500, garbage,
 //! oversize bodies, or never answers).
 
-mod support;
-
-use support::{assert_sequence, free_port, Daemon, Faye};
+use crate::support::{assert_sequence, free_port, Daemon, Faye};
 
 /// Faye holds each connect this long (seconds); short, so faults show quickly.
 const HOLD: u32 = 2;

@@ -10,13 +10,10 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-const DEADLINE: Duration = Duration::from_secs(10);
+use crate::support::sim::start;
+use crate::support::wait_until;
 
-async fn start(cfg: SimConfig) -> Simulator {
-    Simulator::start("127.0.0.1:0".parse().unwrap(), cfg)
-        .await
-        .expect("simulator starts")
-}
+const DEADLINE: Duration = Duration::from_secs(10);
 
 async fn start_default() -> Simulator {
     start(SimConfig {
@@ -206,14 +203,6 @@ impl<'a> Cometd<'a> {
             assert!(d.get("successful").is_none());
         }
         got.into_iter().map(|d| d["data"].clone()).collect()
-    }
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -4,8 +4,6 @@
 //! checked against what the test sent, and `/readyz` following the server going down and up.
 //! Also the shipped systemd unit, checked with `systemd-analyze`.
 
-mod support;
-
 use std::collections::HashMap;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -13,8 +11,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::{free_port, Daemon, Faye, DEADLINE};
 use serde_json::Value;
-use support::{free_port, Daemon, Faye, DEADLINE};
 use tokio::time::Instant;
 
 /// A configuration with one account (`main`) on Faye at `faye`, the admin listener on `admin`,
@@ -116,7 +114,7 @@ impl Setup {
             assert!(
                 Instant::now() < deadline,
                 "/readyz never answered {code}; log:\n{}",
-                support::tail(&self.daemon.log_text(), 30)
+                crate::support::tail(&self.daemon.log_text(), 30)
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -131,7 +129,9 @@ impl Setup {
 
     fn lines(&self, file: &str) -> Vec<Value> {
         let text = std::fs::read_to_string(self.dir.join(file)).unwrap_or_default();
-        text.lines()
+        // Complete lines only: the daemon may be in the middle of writing the last one.
+        text.split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
@@ -147,7 +147,7 @@ impl Setup {
                 Instant::now() < deadline,
                 "{file}: {} of {n} lines; log:\n{}",
                 lines.len(),
-                support::tail(&self.daemon.log_text(), 30)
+                crate::support::tail(&self.daemon.log_text(), 30)
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

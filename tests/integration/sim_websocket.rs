@@ -3,24 +3,14 @@
 //! `ack` extension granted; a refused upgrade falls back to long-polling; and acknowledgements
 //! the server "loses" make it redeliver batches, whose duplicates never reach the sinks.
 
-mod support;
-
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use chatwatch::sim::{ChatOffer, SimConfig, Simulator};
+use crate::support::Daemon;
+use chatwatch::sim::{ChatOffer, Simulator};
 use serde_json::{json, Value};
-use support::Daemon;
 
 async fn simulator() -> Simulator {
-    let cfg = SimConfig {
-        bayeux_timeout: Duration::from_secs(2),
-        max_interval: Duration::from_secs(4),
-        ..SimConfig::default()
-    };
-    Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), cfg)
-        .await
-        .unwrap()
+    crate::support::sim::start_with(Duration::from_secs(2), Duration::from_secs(4)).await
 }
 
 async fn side(sim: &Simulator, path: &str, body: Value) -> Value {
@@ -38,13 +28,6 @@ async fn side(sim: &Simulator, path: &str, body: Value) -> Value {
     serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
 }
 
-fn offer(customer: &str) -> ChatOffer {
-    ChatOffer {
-        customer_nickname: customer.to_owned(),
-        ..ChatOffer::default()
-    }
-}
-
 /// Chat ids of the `Invited` events (an offer), in file order.
 fn ringing(events: &[Value]) -> Vec<String> {
     events
@@ -55,7 +38,7 @@ fn ringing(events: &[Value]) -> Vec<String> {
 }
 
 async fn wait_ringing(daemon: &Daemon, n: usize) -> Vec<String> {
-    let deadline = tokio::time::Instant::now() + support::DEADLINE;
+    let deadline = tokio::time::Instant::now() + crate::support::DEADLINE;
     loop {
         let got = ringing(&daemon.events());
         if got.len() >= n {
@@ -65,7 +48,7 @@ async fn wait_ringing(daemon: &Daemon, n: usize) -> Vec<String> {
             tokio::time::Instant::now() < deadline,
             "{} of {n} chats; log:\n{}",
             got.len(),
-            support::tail(&daemon.log_text(), 40)
+            crate::support::tail(&daemon.log_text(), 40)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -87,7 +70,7 @@ async fn gws_over_websocket_with_ack() {
         .await;
     let mut offered = Vec::new();
     for i in 0..20 {
-        offered.push(sim.offer_chat("agent1", offer(&format!("Customer {i}"))));
+        offered.push(sim.offer_chat("agent1", ChatOffer::new(format!("Customer {i}"))));
     }
     assert_eq!(wait_ringing(&daemon, 20).await, offered);
     let state = side(&sim, "/sim/websocket", json!({})).await;
@@ -116,7 +99,7 @@ async fn a_refused_upgrade_falls_back_to_long_polling() {
     );
     let mut offered = Vec::new();
     for i in 0..10 {
-        offered.push(sim.offer_chat("agent1", offer(&format!("Customer {i}"))));
+        offered.push(sim.offer_chat("agent1", ChatOffer::new(format!("Customer {i}"))));
     }
     assert_eq!(wait_ringing(&daemon, 10).await, offered);
     let state = side(&sim, "/sim/websocket", json!({})).await;
@@ -140,7 +123,7 @@ async fn redelivered_batches_are_dropped_before_the_journal() {
     side(&sim, "/sim/lose-ack", json!({"count": 3})).await;
     let mut offered = Vec::new();
     for i in 0..30 {
-        offered.push(sim.offer_chat("agent1", offer(&format!("Customer {i}"))));
+        offered.push(sim.offer_chat("agent1", ChatOffer::new(format!("Customer {i}"))));
         if i % 10 == 9 {
             wait_ringing(&daemon, i + 1).await;
         }
@@ -158,7 +141,7 @@ async fn redelivered_batches_are_dropped_before_the_journal() {
         daemon.log_text()
     );
     // Nothing more trickles in.
-    let again = sim.offer_chat("agent1", offer("Last"));
+    let again = sim.offer_chat("agent1", ChatOffer::new("Last"));
     let got = wait_ringing(&daemon, 31).await;
     assert_eq!(got.len(), 31);
     assert_eq!(got.last(), Some(&again));

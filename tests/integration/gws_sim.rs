@@ -3,32 +3,22 @@
 //! reaches the server when refused), HTTP and CometD session expiry mid-stream, recovery of
 //! changes missed during an outage, and a wrong password.
 
-mod support;
-
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::{Daemon, DEADLINE};
 use chatwatch::bayeux::transport::HttpSettings;
 use chatwatch::gws::operations::{ChatOperation, ClosingText};
 use chatwatch::gws::session::GwsSession;
 use chatwatch::secret::Secret;
-use chatwatch::sim::{ChatOffer, SimConfig, Simulator};
+use chatwatch::sim::{ChatOffer, Simulator};
 use serde_json::{json, Value};
-use support::{Daemon, DEADLINE};
 use tokio::time::Instant;
 
 const PASSWORD: &str = "password1";
 
 async fn simulator() -> Simulator {
-    let cfg = SimConfig {
-        bayeux_timeout: Duration::from_secs(2),
-        max_interval: Duration::from_secs(2),
-        ..SimConfig::default()
-    };
-    Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), cfg)
-        .await
-        .unwrap()
+    crate::support::sim::start_with(Duration::from_secs(2), Duration::from_secs(2)).await
 }
 
 /// The agent's desktop: a separate GWS session of `agent1` that performs the operations.
@@ -173,7 +163,12 @@ async fn the_whole_life_cycle_with_both_leave_outcomes() {
         .iter()
         .any(|e| e["kind"] == "message_log" && e["chat"]["id"] == alone.as_str()));
 
-    // The disposition trigger file holds exactly the one transition into LeftChat.
+    // The disposition trigger file holds exactly the one transition into LeftChat (its own
+    // sink, so it may lag the event file: wait for it).
+    crate::support::wait_until("the LeftChat trigger", || {
+        !daemon.lines_of("left-chat.jsonl").is_empty()
+    })
+    .await;
     let triggers = daemon.lines_of("left-chat.jsonl");
     assert_eq!(triggers.len(), 1, "{triggers:?}");
     assert_eq!(triggers[0]["chat"]["id"], alone.as_str());

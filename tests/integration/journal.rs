@@ -5,14 +5,16 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use chatwatch::journal::{
     status_offline, tail_offline, Journal, JournalConfig, JournalError, JournalFsync, WhenFull,
     CORRUPT_RECORDS, DROPPED, FULL, TRUNCATED_BYTES,
 };
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::debugging::DebuggingRecorder;
+
+use crate::support::metrics::Counters;
+use crate::support::wait_until;
 
 /// Every payload of these tests is 11 bytes, so every record is 27 bytes and a 100-byte
 /// segment holds three.
@@ -80,66 +82,12 @@ fn flip_byte(path: &Path, offset: u64) {
     std::fs::write(path, bytes).unwrap();
 }
 
-/// A metric name and its label pairs.
-type Series = (String, Vec<(String, String)>);
-
-/// Cumulative counters of a [`DebuggingRecorder`] (its snapshots reset counters).
-struct Counters {
-    snapshotter: Snapshotter,
-    totals: Mutex<HashMap<Series, u64>>,
-}
-
-impl Counters {
-    fn new(recorder: &DebuggingRecorder) -> Self {
-        Counters {
-            snapshotter: recorder.snapshotter(),
-            totals: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        let mut totals = self.totals.lock().unwrap();
-        for (key, _, _, value) in self.snapshotter.snapshot().into_vec() {
-            if let DebugValue::Counter(n) = value {
-                let key = key.key();
-                let pairs = key
-                    .labels()
-                    .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                    .collect();
-                *totals.entry((key.name().to_owned(), pairs)).or_default() += n;
-            }
-        }
-        totals
-            .iter()
-            .filter(|((n, pairs), _)| {
-                n == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| pairs.iter().any(|(pk, pv)| pk == k && pv == v))
-            })
-            .map(|(_, total)| *total)
-            .sum()
-    }
-}
-
 /// Opens a journal whose metric handles report to a fresh recorder.
 fn open_counted(cfg: JournalConfig) -> (Journal, Counters) {
     let recorder = DebuggingRecorder::new();
     let counters = Counters::new(&recorder);
     let journal = metrics::with_local_recorder(&recorder, || Journal::open(cfg)).expect("open");
     (journal, counters)
-}
-
-/// Waits until `check` holds, polling, failing after a generous deadline.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -661,7 +609,7 @@ async fn when_full_block_waits_until_a_cursor_frees_space() {
         let journal = journal.clone();
         async move { journal.append(vec![payload(8)]).await }
     });
-    eventually("the append to find the journal full", || {
+    wait_until("the append to find the journal full", || {
         counters.get(FULL, &[]) == 1
     })
     .await;
@@ -696,7 +644,7 @@ async fn close_releases_an_append_blocked_on_a_full_journal() {
         let journal = journal.clone();
         async move { journal.append(vec![payload(8)]).await }
     });
-    eventually("the append to block", || counters.get(FULL, &[]) == 1).await;
+    wait_until("the append to block", || counters.get(FULL, &[]) == 1).await;
     tokio::time::timeout(Duration::from_secs(10), journal.close())
         .await
         .expect("close returns")

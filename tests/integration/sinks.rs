@@ -3,49 +3,20 @@
 //! driving real file sinks from it, real pre-existing files and a real full device; and the
 //! real binary, fed by a real Faye server, appending to an event file a crash left torn.
 
-mod support;
-
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::support::events::event;
+use crate::support::metrics::Counters;
+use crate::support::{assert_sequence, Daemon, Faye, DEADLINE};
 use chatwatch::delivery::SinkRunner;
-use chatwatch::event::{ChatRecord, Event, EventKind, SCHEMA};
-use chatwatch::gws::notification::{ChatState, NotificationType};
+use chatwatch::event::Event;
 use chatwatch::journal::{Journal, JournalConfig, JournalFsync};
 use chatwatch::sinks::{
     FileSinkConfig, FilterConfig, FsyncPolicy, LogSinkConfig, SinkConfig, SinkError,
     DELIVERED_EVENTS, FAILED_WRITES,
 };
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use support::{assert_sequence, Daemon, Faye, DEADLINE};
-
-fn event(i: usize, state: &str, previous: Option<&str>) -> Event {
-    Event {
-        schema: SCHEMA.to_owned(),
-        event_id: format!("event-{i:06}"),
-        fingerprint: "ef".repeat(16),
-        received_at: time::OffsetDateTime::UNIX_EPOCH,
-        account: "agent1".to_owned(),
-        channel: "/v2/me/chats".to_owned(),
-        kind: EventKind::ChatState,
-        message_type: Some("ChatStateChangeMessage".to_owned()),
-        notification_type: Some(NotificationType::StatusChange),
-        reference_id: None,
-        chat: Some(ChatRecord {
-            id: Some(format!("chat-{i}")),
-            state: Some(ChatState::from(state)),
-            previous_state: previous.map(ChatState::from),
-            ..ChatRecord::default()
-        }),
-        messages: None,
-        error_message: None,
-        decode_error: None,
-        recovered: false,
-        data: serde_json::json!({"messageType": "ChatStateChangeMessage", "i": i}).into(),
-    }
-}
+use metrics_util::debugging::DebuggingRecorder;
 
 /// The event ids of a JSON Lines file, asserting it has no torn line.
 fn ids_in(path: &Path) -> Vec<String> {
@@ -63,52 +34,6 @@ fn ids_in(path: &Path) -> Vec<String> {
                 .event_id
         })
         .collect()
-}
-
-/// A metric name and its sorted label pairs.
-type Series = (String, Vec<(String, String)>);
-
-/// Cumulative counters from a [`DebuggingRecorder`] (its snapshots reset counters).
-struct Counters {
-    snapshotter: Snapshotter,
-    totals: Mutex<HashMap<Series, u64>>,
-}
-
-impl Counters {
-    fn new(recorder: &DebuggingRecorder) -> Self {
-        Self {
-            snapshotter: recorder.snapshotter(),
-            totals: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The total of `name` over the series whose labels include all of `labels`.
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        let mut totals = self.totals.lock().unwrap();
-        for (key, _, _, value) in self.snapshotter.snapshot().into_vec() {
-            if let DebugValue::Counter(n) = value {
-                let mut pairs: Vec<(String, String)> = key
-                    .key()
-                    .labels()
-                    .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                    .collect();
-                pairs.sort();
-                *totals
-                    .entry((key.key().name().to_owned(), pairs))
-                    .or_default() += n;
-            }
-        }
-        totals
-            .iter()
-            .filter(|((n, pairs), _)| {
-                n == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| pairs.iter().any(|(pk, pv)| pk == k && pv == v))
-            })
-            .map(|(_, total)| *total)
-            .sum()
-    }
 }
 
 /// A journal in `dir` that makes appends visible at once (no fsync: these tests are about the
@@ -481,7 +406,7 @@ async fn the_daemon_keeps_an_existing_event_file_and_repairs_its_torn_last_line(
             tokio::time::Instant::now() < deadline,
             "only {} lines; log:\n{}",
             lines.len(),
-            support::tail(&daemon.log_text(), 40)
+            crate::support::tail(&daemon.log_text(), 40)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };

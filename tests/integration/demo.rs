@@ -2,13 +2,11 @@
 //! the simulator and the daemon, plays the scripted life cycle, keeps live traffic going, and
 //! stops cleanly on Ctrl-C.
 
-mod support;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::DEADLINE;
 use serde_json::Value;
-use support::DEADLINE;
 use tokio::time::Instant;
 
 fn lines(path: &std::path::Path) -> Vec<Value> {

@@ -3,15 +3,13 @@
 //! behind a TLS terminator on loopback, with a certificate for `localhost` signed by a CA made
 //! by the test.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chatwatch::sim::{ChatOffer, SimConfig, Simulator};
+use crate::support::Daemon;
+use chatwatch::sim::{ChatOffer, SimConfig};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use support::Daemon;
 use tokio_rustls::rustls;
 
 /// Makes a CA and a `localhost` certificate it signs; returns (CA PEM, cert DER, key DER).
@@ -61,15 +59,11 @@ async fn tls_terminator(upstream: SocketAddr, cert: Vec<u8>, key: Vec<u8>) -> u1
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_ca_is_trusted_through_ca_file_and_refused_without_it() {
-    let sim = Simulator::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        SimConfig {
-            bayeux_timeout: Duration::from_secs(2),
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let sim = crate::support::sim::start(SimConfig {
+        bayeux_timeout: Duration::from_secs(2),
+        ..SimConfig::default()
+    })
+    .await;
     let (ca_pem, cert, key) = certificates();
     let port = tls_terminator(sim.addr(), cert, key).await;
     let url = format!("https://localhost:{port}");

@@ -4,12 +4,10 @@
 //! and a socket that goes silent without closing (detected after the connect's hold time plus
 //! `max_network_delay`, replaced, nothing published afterwards lost).
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{assert_sequence, Daemon, Faye};
 use serde_json::json;
-use support::{assert_sequence, Daemon, Faye};
 use tokio::time::Instant;
 
 /// Faye holds each connect this long (seconds).
