@@ -377,6 +377,8 @@ async fn run_sink(
     let mut head_rx = journal.head();
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     let mut drain_until: Option<Instant> = None;
+    // Set when shutdown abandoned a batch in flight: the sink may be stuck retrying it.
+    let mut abandoned = false;
     let mut stored = cursor;
     let mut last_store = Instant::now();
     loop {
@@ -472,6 +474,7 @@ async fn run_sink(
                 }
                 None => {
                     warn!(sink = %name, pending = events.len(), "shutdown deadline reached while delivering; the rest stays in the journal");
+                    abandoned = true;
                     break;
                 }
             }
@@ -491,7 +494,14 @@ async fn run_sink(
     if cursor != stored {
         store_cursor(&journal, &name, cursor).await;
     }
-    if let Err(e) = sink.close().await {
+    if abandoned {
+        // `close` would queue behind the abandoned batch (a file sink retrying a full disk
+        // never gets to it, and the task would only be aborted at the grace deadline);
+        // dropping the sink cancels its retries at once. A file sink's writer that is not stuck
+        // still syncs what it wrote when it sees its handle gone. What was not delivered stays
+        // in the journal at the cursor.
+        drop(sink);
+    } else if let Err(e) = sink.close().await {
         error!(sink = %name, error = %e, "closing the sink failed");
     }
 }

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::Event;
 
 use super::deliver::Deliver;
-use super::{audit, file, log, webhook, FilterConfig, SinkError};
+use super::{FilterConfig, SinkError};
 
 /// Generates [`SinkConfig`], [`AnySink`] and their dispatch from one list of sink types, so a
 /// new type is one line of that list (see the recipe in `src/sinks/mod.rs`).
@@ -61,7 +61,7 @@ macro_rules! sink_types {
 
         impl SinkConfig {
             /// Checks the configuration without touching the environment (no filesystem, no
-            /// network). Errors name the field; [`SinkError::in_sink`] adds the sink's name.
+            /// network). Errors name the field; [`SinkConfig::build`] adds the sink's name.
             pub fn validate(&self) -> Result<(), SinkError> {
                 match self {
                     $( Self::$variant(config) => config.validate(), )+
@@ -111,11 +111,11 @@ macro_rules! sink_types {
 // its `type = "..."`; its doc comment documents both enums.
 sink_types! {
     /// `type = "log"`: each event as one tracing line (target `chatwatch::event`).
-    Log(log::LogSinkConfig) => log::LogSink,
+    Log(crate::sinks::log::LogSinkConfig) => crate::sinks::log::LogSink,
     /// `type = "file"`: each event as one JSON line appended to a file.
-    File(file::FileSinkConfig) => file::FileSink,
+    File(crate::sinks::file::FileSinkConfig) => crate::sinks::file::FileSink,
     /// `type = "webhook"`: each event POSTed with Standard Webhooks signatures.
-    Webhook(webhook::WebhookSinkConfig) => webhook::WebhookSink,
+    Webhook(crate::sinks::webhook::WebhookSinkConfig) => crate::sinks::webhook::WebhookSink,
     /// `type = "audit"`: a hash-chained, rotated, tamper-evident JSON Lines file.
-    Audit(audit::AuditSinkConfig) => audit::AuditSink,
+    Audit(crate::sinks::audit::AuditSinkConfig) => crate::sinks::audit::AuditSink,
 }

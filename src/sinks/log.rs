@@ -50,7 +50,7 @@ pub enum LogLevel {
 }
 
 /// `type = "log"`: writes each event to the process log through `tracing`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSinkConfig {
     /// `"human"` (default): the key fields as structured fields and a one-line summary;
@@ -64,16 +64,6 @@ pub struct LogSinkConfig {
     /// Which events this sink receives; default: all.
     #[serde(default)]
     pub filter: FilterConfig,
-}
-
-impl Default for LogSinkConfig {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::default(),
-            level: LogLevel::default(),
-            filter: FilterConfig::default(),
-        }
-    }
 }
 
 impl LogSinkConfig {

@@ -26,13 +26,14 @@
 //!    (connected, disabled) is a method of its own type, as [`webhook::WebhookSink::is_disabled`].
 //!    Dead letters, if any, go through a file of their own as the webhook's
 //!    (`webhook/deadletter.rs`).
-//! 2. One line in the list at the bottom of `src/sinks/any.rs`:
-//!    `Nats(nats::NatsSinkConfig) => nats::NatsSink,` with a `///` line saying what
-//!    `type = "nats"` does. That generates the [`SinkConfig`] and [`AnySink`] variants and
+//! 2. `pub mod nats;` below, and one line in the list at the bottom of `src/sinks/any.rs`:
+//!    `Nats(crate::sinks::nats::NatsSinkConfig) => crate::sinks::nats::NatsSink,` after a `///`
+//!    line saying what `type = "nats"` does. That generates the [`SinkConfig`] and [`AnySink`] variants and
 //!    every dispatch (validate, filter, build, deliver, reopen, close); nothing else in the
 //!    runner or the service changes.
 //! 3. Its metrics use the shared names below where they mean the same thing
-//!    ([`delivered_counter`], [`failed_counter`]), labelled `sink`.
+//!    ([`DELIVERED_EVENTS`] and [`FAILED_WRITES`], through the crate's `delivered_counter` and
+//!    `failed_counter`), labelled `sink`.
 //!
 //! Metrics, all labelled with `sink`:
 //! - `chatwatch_sink_delivered_events_total`: events the sink has delivered (the file sink
