@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use chatwatch::bayeux::transport::HttpSettings;
 use chatwatch::gws::operations::{ChatOperation, ClosingText};
 use chatwatch::gws::session::GwsSession;
+use chatwatch::http::HttpSettings;
 use chatwatch::secret::Secret;
 use chatwatch::sim::{ChatOffer, SimConfig, Simulator};
 use serde_json::{json, Value};

@@ -13,9 +13,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::bayeux::channel;
 use crate::bayeux::protocol::ProtocolConfig;
-use crate::bayeux::transport::HttpSettings;
+use crate::channel;
+use crate::http::HttpSettings;
 use crate::secret::Secret;
 use crate::sinks::SinkConfig;
 

@@ -73,21 +73,7 @@ const RETRY_INITIAL: Duration = Duration::from_millis(100);
 /// Longest retry delay.
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// When the file sink calls `sync_data` (fdatasync).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FsyncPolicy {
-    /// After every batch, before taking the next: an event counts as delivered only once it is
-    /// on disk. Safest, slowest (one fdatasync per batch).
-    Always,
-    /// When there are unsynced writes and `fsync_interval` has passed since the last sync, also
-    /// while idle (group commit). A batch counts as delivered once written: a power loss can
-    /// lose up to about one interval.
-    #[default]
-    Interval,
-    /// Never, except at shutdown: the kernel decides. Not for audit files.
-    Never,
-}
+pub use crate::fs::FsyncPolicy;
 
 /// `type = "file"`: appends each event as one JSON line (JSON Lines) to a file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -478,30 +464,7 @@ impl Opener for StdOpener {
     }
 }
 
-/// Creates `dir` and its missing parents, mode `0750` on unix.
-pub(crate) fn create_dirs(dir: &Path) -> io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o750);
-    }
-    builder.create(dir)
-}
-
-/// fsyncs a directory so a newly created, renamed or removed entry in it survives a crash.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::fs::File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
-}
+pub(crate) use crate::fs::{create_dirs, sync_dir};
 
 /// The file sink's metric handles, registered once when the sink is built.
 #[derive(Debug, Clone)]

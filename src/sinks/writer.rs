@@ -36,8 +36,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::event::Event;
 
-use super::file::FsyncPolicy;
 use super::{delivered_counter, failed_counter, SinkError, TARGET};
+use crate::fs::FsyncPolicy;
 
 /// With `fsync = "interval"`, sync early once this many bytes are unsynced.
 pub const MAX_UNSYNCED_BYTES: u64 = 8 << 20;

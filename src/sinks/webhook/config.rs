@@ -71,20 +71,17 @@ pub enum SecretSource {
 /// Reads a secret file: one trailing `\n` or `\r\n` removed, must not be empty. Errors name
 /// `key` and the path, never the content.
 fn read_secret_file(path: &Path, key: String) -> Result<Secret, SinkError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        SinkError::invalid(key.clone(), format!("cannot read {}: {e}", path.display()))
-    })?;
-    let value = text
-        .strip_suffix('\n')
-        .map(|t| t.strip_suffix('\r').unwrap_or(t))
-        .unwrap_or(&text);
-    if value.is_empty() {
-        return Err(SinkError::invalid(
+    match crate::fs::read_secret_text(path) {
+        Ok(value) => Ok(Secret::new(value)),
+        Err(crate::fs::SecretFileError::Read(e)) => Err(SinkError::invalid(
+            key,
+            format!("cannot read {}: {e}", path.display()),
+        )),
+        Err(crate::fs::SecretFileError::Empty) => Err(SinkError::invalid(
             key,
             format!("{} is empty", path.display()),
-        ));
+        )),
     }
-    Ok(Secret::new(value))
 }
 
 impl SecretSource {
@@ -471,8 +468,8 @@ impl WebhookSinkConfig {
     }
 
     /// The HTTP settings (TLS roots, proxy, no redirects) of this sink's client.
-    pub(crate) fn http_settings(&self) -> crate::bayeux::transport::HttpSettings {
-        let mut settings = crate::bayeux::transport::HttpSettings::new(self.url.clone());
+    pub(crate) fn http_settings(&self) -> crate::http::HttpSettings {
+        let mut settings = crate::http::HttpSettings::new(self.url.clone());
         settings.ca_file = self.ca_file.clone();
         settings.proxy = self.proxy.clone();
         settings.no_env_proxy = !self.use_env_proxy;

@@ -18,8 +18,8 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AF
 use tokio::time::Instant;
 use url::Url;
 
-use crate::bayeux::transport::{client_builder, redact_url, BuildError};
 use crate::event::Event;
+use crate::http::{client_builder, redact_url, BuildError};
 use crate::sinks::deliver::Deliver;
 use crate::sinks::{delivered_counter, SinkError};
 
