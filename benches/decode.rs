@@ -8,9 +8,9 @@
 //! cost ~50 KiB more per idle account, see README "Many accounts").
 //!
 //! - `decode/event`: bytes → the protocol's parser ([`parse_response`], `data` kept as its JSON
-//!   text) → [`Delivery`] → [`Event::from_delivery`] (copies `data`);
+//!   text) → [`Delivery`] → [`pipeline::to_event`] (decode, tracker, record; copies `data`);
 //! - `decode/event_json_line`: the same, then the event serialised as one JSON line;
-//! - `decode/event_owned`: bytes → [`Event::from_owned_delivery`] (moves `data`, as the pipeline
+//! - `decode/event_owned`: bytes → [`pipeline::into_event`] (moves `data`, as the pipeline
 //!   can, since the delivery is not needed afterwards);
 //! - `decode_parts/*`: the pieces on their own (parsing; the builder on an already parsed
 //!   delivery; GWS decoding of the text, copying `data`, the fingerprint, the event id), to show
@@ -20,7 +20,8 @@ use std::hint::black_box;
 
 use chatwatch::bayeux::message::parse_response;
 use chatwatch::bayeux::Delivery;
-use chatwatch::event::{fingerprint, new_event_id, Event, EventKind};
+use chatwatch::event::{fingerprint, new_event_id, EventKind};
+use chatwatch::pipeline;
 use chatwatch::tracker::ChatTracker;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -58,7 +59,7 @@ fn decode(c: &mut Criterion) {
         bytes.len()
     );
     let mut tracker = ChatTracker::new(10_000);
-    let sample = Event::from_delivery("bench", &parse_delivery(bytes), &mut tracker);
+    let sample = pipeline::to_event("bench", &parse_delivery(bytes), &mut tracker);
     assert_eq!(
         sample.kind,
         EventKind::ChatState,
@@ -78,14 +79,14 @@ fn decode(c: &mut Criterion) {
     group.bench_function("event", |b| {
         b.iter(|| {
             let delivery = parse_delivery(black_box(bytes));
-            black_box(Event::from_delivery("bench", &delivery, &mut tracker))
+            black_box(pipeline::to_event("bench", &delivery, &mut tracker))
         })
     });
     let mut line = Vec::with_capacity(4096);
     group.bench_function("event_json_line", |b| {
         b.iter(|| {
             let delivery = parse_delivery(black_box(bytes));
-            let event = Event::from_delivery("bench", &delivery, &mut tracker);
+            let event = pipeline::to_event("bench", &delivery, &mut tracker);
             line.clear();
             serde_json::to_writer(&mut line, &event).expect("an event serialises");
             line.push(b'\n');
@@ -95,7 +96,7 @@ fn decode(c: &mut Criterion) {
     group.bench_function("event_owned", |b| {
         b.iter(|| {
             let delivery = parse_delivery(black_box(bytes));
-            black_box(Event::from_owned_delivery("bench", delivery, &mut tracker))
+            black_box(pipeline::into_event("bench", delivery, &mut tracker))
         })
     });
     group.finish();
@@ -108,7 +109,7 @@ fn decode(c: &mut Criterion) {
     });
     parts.bench_function("from_delivery", |b| {
         b.iter(|| {
-            black_box(Event::from_delivery(
+            black_box(pipeline::to_event(
                 "bench",
                 black_box(&delivery),
                 &mut tracker,

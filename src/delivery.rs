@@ -23,7 +23,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::bayeux::backoff::Backoff;
+use crate::backoff::Backoff;
 use crate::event::Event;
 use crate::journal::Journal;
 use crate::sinks::deliver::Deliver;

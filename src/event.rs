@@ -9,23 +9,24 @@
 //! documented, with an example, in README.md; a change that removes or renames a field bumps
 //! [`SCHEMA`].
 //!
-//! [`Event::from_delivery`] is the builder: it runs once per delivery, on the hot path, and turns a
-//! [`Delivery`] into an [`Event`] by decoding its JSON text ([`decode_raw`]), asking the account's
-//! [`ChatTracker`] for the previous state, and filling every field. A payload that cannot be
-//! decoded still becomes an event (kind `undecodable`, with the reason and the raw data), so
-//! nothing is dropped.
+//! [`Event::new`] is the constructor, and it is pure: given the id, what was received (account,
+//! channel, time, the `data` text), what GWS decoding made of it and the previous state the
+//! tracker knew, it fills every field. The steps before it (decode, then the tracker) are the
+//! pipeline's ([`crate::pipeline::into_event`]). A payload that could not be decoded still becomes
+//! an event (kind `undecodable`, with the reason and the raw data), so nothing is dropped. The id
+//! generator lives in [`id`].
+
+mod id;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
-use crate::bayeux::Delivery;
+pub use self::id::new_event_id;
 use crate::gws::notification::{
-    self, decode_raw, Capability, ChatState, Notification, NotificationType, Participant,
+    self, Capability, ChatState, DecodeError, Notification, NotificationType, Participant,
     ReferenceId, CHAT_STATE_CHANGE_MESSAGE, MESSAGE_LOG_UPDATED,
 };
 use crate::json::RawJson;
-use crate::tracker::ChatTracker;
 
 /// The metric counting deliveries whose `data` could not be decoded (labels `account`,
 /// `message_type`).
@@ -147,58 +148,33 @@ pub struct Event {
 }
 
 impl Event {
-    /// Builds the event for one delivery of `account`: decodes `delivery.data`, asks `tracker` (the
-    /// account's) for the chat's previous state and records the new one, and fills every field.
+    /// The record of one delivery of `account`, from what was received (`channel`,
+    /// `received_at`, the `data` text), what GWS decoding made of that text, and the state the
+    /// tracker knew for the chat before it (`previous_state`). Pure: no tracker, no clock, no
+    /// metric.
     ///
-    /// - `ChatStateChangeMessage` → kind `chat_state`; the tracker observes the new state.
+    /// - `ChatStateChangeMessage` → kind `chat_state`.
     /// - `MessageLogUpdated` → kind `message_log`, `chat` holds only the id and `previous_state`
-    ///   (the last state known); the tracker observes no state.
-    /// - `Error` → kind `error`; `chat` is set when the error names a chat (observed with no state).
+    ///   (the last state known).
+    /// - `Error` → kind `error`; `chat` is set when the error names a chat.
     /// - Any other message type → kind `other`, data kept raw.
-    /// - A payload that cannot be decoded → kind `undecodable` with `decode_error`, and the
-    ///   `chatwatch_decode_errors_total` metric is incremented.
+    /// - A payload that could not be decoded → kind `undecodable` with `decode_error`.
     ///
-    /// `event_id` is a fresh UUIDv7 ([`new_event_id`]); `fingerprint` is [`fingerprint`] of the
-    /// account, the channel and the data's text; `data` is a copy of the delivery's text (see
-    /// [`Event::from_owned_delivery`] to move it instead). Decoding reads the text directly
-    /// ([`decode_raw`]), with no intermediate `Value`. Never fails and never panics.
-    pub fn from_delivery(account: &str, delivery: &Delivery, tracker: &mut ChatTracker) -> Event {
-        Self::build(
-            account,
-            delivery.channel.clone(),
-            delivery.received_at,
-            delivery.data.clone(),
-            tracker,
-        )
-    }
-
-    /// [`Event::from_delivery`] for a delivery the caller no longer needs: the same event, but
-    /// the channel and `data` are moved into it instead of copied.
-    pub fn from_owned_delivery(
-        account: &str,
-        delivery: Delivery,
-        tracker: &mut ChatTracker,
-    ) -> Event {
-        Self::build(
-            account,
-            delivery.channel,
-            delivery.received_at,
-            delivery.data,
-            tracker,
-        )
-    }
-
-    /// The builder behind the two public ones.
-    fn build(
+    /// `fingerprint` is [`fingerprint`] of the account, the channel and the data's text;
+    /// `message_type`, `notification_type` and `reference_id` of `other` and `undecodable`
+    /// events are read leniently from `data` when they can be. Never panics.
+    pub fn new(
+        event_id: String,
         account: &str,
         channel: String,
         received_at: time::OffsetDateTime,
         data: RawJson,
-        tracker: &mut ChatTracker,
+        decoded: Result<Notification, DecodeError>,
+        previous_state: Option<ChatState>,
     ) -> Event {
         let mut event = Event {
             schema: SCHEMA.to_owned(),
-            event_id: new_event_id(),
+            event_id,
             fingerprint: fingerprint(account, &channel, &data),
             received_at,
             account: account.to_owned(),
@@ -214,13 +190,9 @@ impl Event {
             recovered: false,
             data,
         };
-        match decode_raw(event.data.as_raw()) {
+        match decoded {
             Ok(Notification::ChatStateChange(change)) => {
                 let chat = change.chat;
-                let previous_state = chat
-                    .id
-                    .as_deref()
-                    .and_then(|id| tracker.observe(id, chat.state.as_ref()));
                 event.kind = EventKind::ChatState;
                 event.message_type = Some(CHAT_STATE_CHANGE_MESSAGE.to_owned());
                 event.notification_type = change.notification_type;
@@ -241,7 +213,7 @@ impl Event {
                 event.message_type = Some(MESSAGE_LOG_UPDATED.to_owned());
                 event.notification_type = log.notification_type;
                 event.reference_id = log.reference_id;
-                event.chat = log.chat_id.map(|id| id_only_chat(id, tracker));
+                event.chat = log.chat_id.map(|id| id_only_chat(id, previous_state));
                 event.messages = Some(log.messages);
             }
             Ok(Notification::Error(error)) => {
@@ -250,32 +222,26 @@ impl Event {
                 event.notification_type = Some(NotificationType::Error);
                 event.reference_id = error.reference_id;
                 event.error_message = error.error_message;
-                event.chat = error.chat_id.map(|id| id_only_chat(id, tracker));
+                event.chat = error.chat_id.map(|id| id_only_chat(id, previous_state));
             }
             Ok(Notification::Other { .. }) => {
                 event.kind = EventKind::Other;
                 fill_envelope_leniently(&mut event);
             }
             Err(err) => {
-                let reason = err.to_string();
                 fill_envelope_leniently(&mut event);
-                tracing::warn!(account, channel = %event.channel, error = %reason, "undecodable notification; kept raw as kind `undecodable`");
-                metrics::counter!(
-                    DECODE_ERRORS_METRIC,
-                    "account" => account.to_owned(),
-                    "message_type" => event.message_type.clone().unwrap_or_else(|| "none".to_owned()),
-                )
-                .increment(1);
                 event.kind = EventKind::Undecodable;
-                event.decode_error = Some(reason);
+                event.decode_error = Some(err.to_string());
             }
         }
         event
     }
 
     /// A `chat_vanished` event: a chat the tracker knew (last seen in `last_state`) that GWS no
-    /// longer lists, so it ended while chatwatch was not listening. Marked `recovered`.
+    /// longer lists, so it ended while chatwatch was not listening. Marked `recovered`. Pure,
+    /// like [`Event::new`].
     pub fn vanished(
+        event_id: String,
         account: &str,
         channel: &str,
         chat_id: &str,
@@ -285,7 +251,7 @@ impl Event {
         let data = RawJson::from(serde_json::json!({"chat": {"id": chat_id}, "vanished": true}));
         Event {
             schema: SCHEMA.to_owned(),
-            event_id: new_event_id(),
+            event_id,
             fingerprint: fingerprint(account, channel, &data),
             received_at,
             account: account.to_owned(),
@@ -351,10 +317,8 @@ pub fn fingerprint(account: &str, channel: &str, data: &RawJson) -> String {
     text
 }
 
-/// The `chat` of a transcript update or an error: the id and the last state the tracker knows
-/// (observed without a new state, which refreshes the chat's recency).
-fn id_only_chat(id: String, tracker: &mut ChatTracker) -> ChatRecord {
-    let previous_state = tracker.observe(&id, None);
+/// The `chat` of a transcript update or an error: the id and the last state the tracker knows.
+fn id_only_chat(id: String, previous_state: Option<ChatState>) -> ChatRecord {
     ChatRecord {
         id: Some(id),
         previous_state,
@@ -385,207 +349,4 @@ fn fill_envelope_leniently(event: &mut Event) {
         Some(Value::String(s)) => Some(ReferenceId::Text(s.clone())),
         _ => None,
     };
-}
-
-/// A new event id: a UUIDv7 string (RFC 9562), time-ordered and strictly increasing within the
-/// process.
-///
-/// Built like `uuid::Uuid::now_v7()` (48-bit Unix milliseconds, a 42-bit counter seeded at random
-/// each new millisecond, then random bits) but without its system call per id: `now_v7` asks the
-/// OS for fresh random bytes every time (≈ 0.5 µs here, an eighth of building an event), while
-/// this draws them from SHA-256 in counter mode keyed once per process from the OS generator
-/// (through `now_v7`). If the clock steps back, ids keep increasing from the last millisecond used.
-pub fn new_event_id() -> String {
-    let millis = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
-        .unwrap_or(0);
-    let id = EVENT_IDS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get_or_insert_with(EventIds::seeded)
-        .next(millis);
-    // Formatting into a stack buffer skips the `Display` machinery of `to_string`.
-    let mut text = uuid::Uuid::encode_buffer();
-    id.hyphenated().encode_lower(&mut text).to_owned()
-}
-
-/// The process-wide generator behind [`new_event_id`]; created on first use.
-static EVENT_IDS: std::sync::Mutex<Option<EventIds>> = std::sync::Mutex::new(None);
-
-/// State of the UUIDv7 generator (see [`new_event_id`]).
-struct EventIds {
-    /// Key of the SHA-256 counter-mode stream, from the OS random generator.
-    key: [u8; 32],
-    /// Index of the next stream block.
-    block: u64,
-    /// Random bytes not yet used.
-    pool: [u8; 32],
-    /// How many bytes at the front of `pool` are used up.
-    used: usize,
-    /// The millisecond of the last id.
-    last_millis: u64,
-    /// The 42-bit counter of the last id.
-    counter: u64,
-}
-
-impl EventIds {
-    /// Bits of the per-millisecond counter (as `uuid`'s `ContextV7`).
-    const COUNTER_BITS: u32 = 42;
-
-    fn seeded() -> Self {
-        // Each now_v7 carries at least 32 bits fresh from the OS generator (plus its counter,
-        // seeded from it too); eight of them, hashed, key the stream.
-        let mut seed = Sha256::new();
-        for _ in 0..8 {
-            seed.update(uuid::Uuid::now_v7().as_bytes());
-        }
-        Self {
-            key: seed.finalize().into(),
-            block: 0,
-            pool: [0; 32],
-            used: 32,
-            last_millis: 0,
-            counter: 0,
-        }
-    }
-
-    /// Takes `N` random bytes from the stream.
-    fn random<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0u8; N];
-        let mut filled = 0;
-        while filled < N {
-            if self.used == self.pool.len() {
-                let mut block = Sha256::new();
-                block.update(self.key);
-                block.update(self.block.to_le_bytes());
-                self.block = self.block.wrapping_add(1);
-                self.pool = block.finalize().into();
-                self.used = 0;
-            }
-            let take = (N - filled).min(self.pool.len() - self.used);
-            out[filled..filled + take].copy_from_slice(&self.pool[self.used..self.used + take]);
-            self.used += take;
-            filled += take;
-        }
-        out
-    }
-
-    /// A counter start for a new millisecond: random, with the top bit clear so that at least
-    /// 2^41 ids fit in the millisecond before it overflows.
-    fn fresh_counter(&mut self) -> u64 {
-        u64::from_le_bytes(self.random::<8>()) >> (64 - Self::COUNTER_BITS + 1)
-    }
-
-    /// The next id at `now_millis` (or later, if the clock stepped back or the counter ran out).
-    fn next(&mut self, now_millis: u64) -> uuid::Uuid {
-        if now_millis > self.last_millis {
-            self.last_millis = now_millis;
-            self.counter = self.fresh_counter();
-        } else {
-            self.counter += 1;
-            if self.counter >> Self::COUNTER_BITS != 0 {
-                self.last_millis = self.last_millis.saturating_add(1);
-                self.counter = self.fresh_counter();
-            }
-        }
-        let tail = u32::from_le_bytes(self.random::<4>());
-        let millis = u128::from(self.last_millis & 0xFFFF_FFFF_FFFF);
-        let counter = u128::from(self.counter);
-        let value = (millis << 80)
-            | (0x7 << 76)
-            | ((counter >> 30) << 64)
-            | (0b10 << 62)
-            | ((counter & 0x3FFF_FFFF) << 32)
-            | u128::from(tail);
-        uuid::Uuid::from_u128(value)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn event_ids_are_uuid_v7_and_strictly_increasing() {
-        let ids: Vec<uuid::Uuid> = (0..10_000)
-            .map(|_| uuid::Uuid::parse_str(&new_event_id()).expect("a UUID"))
-            .collect();
-        for id in &ids {
-            assert_eq!(id.get_version_num(), 7);
-            assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
-        }
-        assert!(ids.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
-        let now_millis = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-        let (secs, nanos) = ids[0]
-            .get_timestamp()
-            .expect("v7 has a timestamp")
-            .to_unix();
-        let id_millis = i128::from(secs) * 1000 + i128::from(nanos / 1_000_000);
-        assert!(
-            (now_millis - id_millis).abs() < 60_000,
-            "the id carries the current time"
-        );
-    }
-
-    fn raw_delivery(text: &str) -> Delivery {
-        Delivery {
-            channel: "/v2/me/chats".to_owned(),
-            data: RawJson::from(
-                serde_json::value::RawValue::from_string(text.to_owned()).expect("valid JSON"),
-            ),
-            id: None,
-            received_at: time::OffsetDateTime::UNIX_EPOCH,
-        }
-    }
-
-    #[test]
-    fn received_text_is_kept_and_fingerprinted_as_sent() {
-        let text =
-            r#"{"messageType":"ChatStateChangeMessage", "chat":{"id":"C1","state":"Chatting"}}"#;
-        let event = Event::from_delivery("a", &raw_delivery(text), &mut ChatTracker::new(4));
-        assert_eq!(event.kind, EventKind::ChatState);
-        assert_eq!(event.data.get(), text);
-        let digest = xxhash_rust::xxh3::xxh3_128(format!("a\0/v2/me/chats\0{text}").as_bytes());
-        assert_eq!(event.fingerprint, format!("{digest:032x}"));
-        let line = serde_json::to_string(&event).expect("serialise");
-        assert!(line.ends_with(&format!(r#""data":{text}}}"#)), "{line}");
-        // Other whitespace is other text, hence another fingerprint.
-        let compact = text.replace(", ", ",");
-        let other = Event::from_delivery("a", &raw_delivery(&compact), &mut ChatTracker::new(4));
-        assert_ne!(other.fingerprint, event.fingerprint);
-    }
-
-    #[test]
-    fn text_a_value_cannot_hold_becomes_an_undecodable_event() {
-        let text = r#"{"messageType":"ChatStateChangeMessage","referenceId":4,"chat":{"userData":{"n":1e400}}}"#;
-        let event = Event::from_owned_delivery("a", raw_delivery(text), &mut ChatTracker::new(4));
-        assert_eq!(event.kind, EventKind::Undecodable);
-        assert!(
-            event
-                .decode_error
-                .as_deref()
-                .is_some_and(|e| e.contains("number out of range")),
-            "{:?}",
-            event.decode_error
-        );
-        assert_eq!(
-            event.message_type, None,
-            "the envelope cannot be read either"
-        );
-        assert_eq!(event.data.get(), text);
-    }
-
-    #[test]
-    fn event_ids_survive_a_clock_step_back_and_counter_overflow() {
-        let mut ids = EventIds::seeded();
-        let a = ids.next(1_000_000);
-        let b = ids.next(999_000);
-        assert!(a < b, "a clock step back does not break the order");
-        ids.counter = (1 << EventIds::COUNTER_BITS) - 1;
-        let c = ids.next(1_000_000);
-        assert!(b < c, "counter overflow moves to the next millisecond");
-        assert_eq!(ids.last_millis, 1_000_001);
-        let different_streams =
-            EventIds::seeded().random::<32>() != EventIds::seeded().random::<32>();
-        assert!(different_streams, "each generator is keyed from the OS");
-    }
 }

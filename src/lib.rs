@@ -7,10 +7,14 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod backoff;
 pub mod bayeux;
+pub mod channel;
 pub mod delivery;
 pub mod event;
+pub mod fs;
 pub mod gws;
+pub mod http;
 pub mod journal;
 pub mod json;
 pub mod metrics;

@@ -1,6 +1,12 @@
 //! One account's event pipeline: it turns what the session hands down — Bayeux deliveries and GWS
 //! state snapshots — into event records, with the chat tracker supplying `previous_state`, and
-//! passes them to the sinks.
+//! appends them to the journal, from which the sinks read.
+//!
+//! Each delivery goes through three steps, in this order, and [`into_event`] shows them: GWS
+//! decoding of the `data` text ([`decode_raw`]), the tracker ([`ChatTracker::observe_notification`]
+//! gives the previous state and records the new one), and the pure constructor of the record
+//! ([`Event::new`], with a fresh [`new_event_id`]). A payload that cannot be decoded is counted in
+//! `chatwatch_decode_errors_total` and logged here, and still becomes a record.
 //!
 //! A snapshot (`GET /api/v2/me?subresources=*`, read after every (re)handshake) is reconciled
 //! with the tracker: every open chat whose state differs from the last one seen produces a
@@ -15,10 +21,11 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::bayeux::Delivery;
-use crate::event::Event;
-use crate::gws::notification::ChatState;
+use crate::event::{new_event_id, Event, EventKind, DECODE_ERRORS_METRIC};
+use crate::gws::notification::{self, decode_raw, ChatState, DecodeError, Notification};
 use crate::gws::session::ChatSnapshot;
 use crate::journal::{Journal, JournalError};
+use crate::json::RawJson;
 use crate::tracker::ChatTracker;
 
 /// The channel recovered chat events are reported on: the one their notifications use.
@@ -43,6 +50,71 @@ impl From<ChatSnapshot> for PipelineInput {
     fn from(s: ChatSnapshot) -> Self {
         PipelineInput::Snapshot(s)
     }
+}
+
+/// The record of one delivery of `account`: decode, then the tracker, then the record (see the
+/// module documentation). The delivery's channel and `data` move into the record. Never fails
+/// and never panics.
+pub fn into_event(account: &str, delivery: Delivery, tracker: &mut ChatTracker) -> Event {
+    let decoded = decode_raw(delivery.data.as_raw());
+    record(
+        account,
+        delivery.channel,
+        delivery.received_at,
+        delivery.data,
+        decoded,
+        tracker,
+    )
+}
+
+/// [`into_event`] for a delivery the caller keeps: the same record, with the channel and `data`
+/// copied into it.
+pub fn to_event(account: &str, delivery: &Delivery, tracker: &mut ChatTracker) -> Event {
+    let decoded = decode_raw(delivery.data.as_raw());
+    record(
+        account,
+        delivery.channel.clone(),
+        delivery.received_at,
+        delivery.data.clone(),
+        decoded,
+        tracker,
+    )
+}
+
+/// The steps after decoding: the tracker gives the previous state, the record is built, and an
+/// undecodable payload is counted and logged.
+fn record(
+    account: &str,
+    channel: String,
+    received_at: time::OffsetDateTime,
+    data: RawJson,
+    decoded: Result<Notification, DecodeError>,
+    tracker: &mut ChatTracker,
+) -> Event {
+    let previous_state = match &decoded {
+        Ok(notification) => tracker.observe_notification(notification),
+        Err(_) => None,
+    };
+    let event = Event::new(
+        new_event_id(),
+        account,
+        channel,
+        received_at,
+        data,
+        decoded,
+        previous_state,
+    );
+    if event.kind == EventKind::Undecodable {
+        let reason = event.decode_error.as_deref().unwrap_or_default();
+        warn!(account, channel = %event.channel, error = %reason, "undecodable notification; kept raw as kind `undecodable`");
+        metrics::counter!(
+            DECODE_ERRORS_METRIC,
+            "account" => account.to_owned(),
+            "message_type" => event.message_type.clone().unwrap_or_else(|| "none".to_owned()),
+        )
+        .increment(1);
+    }
+    event
 }
 
 /// Decoding, tracking and record building for one account (no I/O).
@@ -82,7 +154,7 @@ impl Pipeline {
         match input {
             PipelineInput::Delivery(d) => {
                 let received_at = d.received_at;
-                let event = Event::from_owned_delivery(&self.account, d, &mut self.tracker);
+                let event = into_event(&self.account, d, &mut self.tracker);
                 if let Some(id) = event.chat.as_ref().and_then(|c| c.id.as_ref()) {
                     self.heard_inserts += 1;
                     if self.heard_inserts >= HEARD_PRUNE_EVERY {
@@ -121,18 +193,22 @@ impl Pipeline {
             if state.is_some() && self.tracker.peek(&id) == state.as_ref() {
                 continue;
             }
-            let delivery = Delivery {
-                channel: RECOVERY_CHANNEL.to_owned(),
-                data: json!({
-                    "messageType": "ChatStateChangeMessage",
-                    "notificationType": "StatusChange",
-                    "chat": chat,
-                })
-                .into(),
-                id: None,
-                received_at: snapshot.taken_at,
-            };
-            let mut event = Event::from_owned_delivery(&self.account, delivery, &mut self.tracker);
+            // The record of a recovered chat carries the notification GWS would have sent; it is
+            // decoded from the value already held, not from text.
+            let data = json!({
+                "messageType": "ChatStateChangeMessage",
+                "notificationType": "StatusChange",
+                "chat": chat,
+            });
+            let decoded = notification::decode(&data);
+            let mut event = record(
+                &self.account,
+                RECOVERY_CHANNEL.to_owned(),
+                snapshot.taken_at,
+                RawJson::from(data),
+                decoded,
+                &mut self.tracker,
+            );
             event.recovered = true;
             info!(
                 account = %self.account,
@@ -151,6 +227,7 @@ impl Pipeline {
             self.tracker.forget(&id);
             warn!(account = %self.account, chat_id = %id, last_state = last.as_str(), "chat vanished while not listening");
             events.push(Event::vanished(
+                new_event_id(),
                 &self.account,
                 RECOVERY_CHANNEL,
                 &id,
@@ -294,7 +371,6 @@ fn metric_labels(event: &Event) -> (&'static str, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::json::RawJson;
 
     fn delivery(chat: &str, state: &str, at: time::OffsetDateTime) -> PipelineInput {
         PipelineInput::Delivery(Delivery {
@@ -361,5 +437,101 @@ mod tests {
         let events = p.process(snapshot(&[("new", "Chatting"), ("third", "Invited")], t2));
         assert_eq!(events.len(), 1, "{events:?}");
         assert_eq!(events[0].kind, crate::event::EventKind::ChatVanished);
+    }
+
+    fn raw_delivery(text: &str) -> Delivery {
+        Delivery {
+            channel: "/v2/me/chats".to_owned(),
+            data: RawJson::from(
+                serde_json::value::RawValue::from_string(text.to_owned()).expect("valid JSON"),
+            ),
+            id: None,
+            received_at: time::OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn received_text_is_kept_and_fingerprinted_as_sent() {
+        let text =
+            r#"{"messageType":"ChatStateChangeMessage", "chat":{"id":"C1","state":"Chatting"}}"#;
+        let event = to_event("a", &raw_delivery(text), &mut ChatTracker::new(4));
+        assert_eq!(event.kind, EventKind::ChatState);
+        assert_eq!(event.data.get(), text);
+        let digest = xxhash_rust::xxh3::xxh3_128(format!("a\0/v2/me/chats\0{text}").as_bytes());
+        assert_eq!(event.fingerprint, format!("{digest:032x}"));
+        let line = serde_json::to_string(&event).expect("serialise");
+        assert!(line.ends_with(&format!(r#""data":{text}}}"#)), "{line}");
+        // Other whitespace is other text, hence another fingerprint.
+        let compact = text.replace(", ", ",");
+        let other = to_event("a", &raw_delivery(&compact), &mut ChatTracker::new(4));
+        assert_ne!(other.fingerprint, event.fingerprint);
+    }
+
+    #[test]
+    fn text_a_value_cannot_hold_becomes_an_undecodable_event() {
+        let text = r#"{"messageType":"ChatStateChangeMessage","referenceId":4,"chat":{"userData":{"n":1e400}}}"#;
+        let event = into_event("a", raw_delivery(text), &mut ChatTracker::new(4));
+        assert_eq!(event.kind, EventKind::Undecodable);
+        assert!(
+            event
+                .decode_error
+                .as_deref()
+                .is_some_and(|e| e.contains("number out of range")),
+            "{:?}",
+            event.decode_error
+        );
+        assert_eq!(
+            event.message_type, None,
+            "the envelope cannot be read either"
+        );
+        assert_eq!(event.data.get(), text);
+    }
+
+    #[test]
+    fn a_recovered_chat_is_the_record_its_notification_would_give() {
+        let t0 = time::OffsetDateTime::now_utc();
+        let chat = json!({
+            "id": "c1",
+            "state": "Chatting",
+            "capabilities": ["Complete", "Leave"],
+            "participants": [{"type": "Agent", "nickname": "A", "participantId": "p1"}],
+            "userData": {"Subject": "billing", "n": 1},
+            "uri": "http://gws/api/v2/chats/c1",
+        });
+        let mut p = Pipeline::new("main", 100);
+        p.process(delivery("c1", "Invited", t0 - time::Duration::seconds(10)));
+        let events = p.reconcile(ChatSnapshot {
+            chats: vec![chat.clone()],
+            taken_at: t0,
+            requested_at: t0,
+        });
+        assert_eq!(events.len(), 1, "{events:?}");
+        let recovered = &events[0];
+        assert!(recovered.recovered);
+        assert_eq!(recovered.kind, EventKind::ChatState);
+        assert_eq!(recovered.channel, RECOVERY_CHANNEL);
+        assert_eq!(recovered.previous_state(), Some(&ChatState::Invited));
+
+        // The same notification delivered as text, to a tracker in the same state.
+        let text = RawJson::from(json!({
+            "messageType": "ChatStateChangeMessage",
+            "notificationType": "StatusChange",
+            "chat": chat,
+        }));
+        let mut tracker = ChatTracker::new(100);
+        tracker.observe("c1", Some(&ChatState::Invited));
+        let mut delivered = into_event(
+            "main",
+            Delivery {
+                channel: RECOVERY_CHANNEL.to_owned(),
+                data: text,
+                id: None,
+                received_at: t0,
+            },
+            &mut tracker,
+        );
+        delivered.event_id.clone_from(&recovered.event_id);
+        delivered.recovered = true;
+        assert_eq!(&delivered, recovered);
     }
 }

@@ -10,7 +10,7 @@
 
 use lru::LruCache;
 
-use crate::gws::notification::ChatState;
+use crate::gws::notification::{ChatState, Notification};
 
 /// The metric counting chats evicted because the tracker was full.
 pub use crate::metrics::TRACKER_EVICTIONS as EVICTIONS_METRIC;
@@ -60,6 +60,22 @@ impl ChatTracker {
         }
         self.chats.put(chat_id.to_owned(), state.clone());
         None
+    }
+
+    /// [`observe`](Self::observe) for a decoded notification: the chat it names (if it names
+    /// one) is observed with the state it reports (a chat state change) or with none (a
+    /// transcript update, an error naming the chat), and the previous state is returned. Other
+    /// notifications leave the tracker untouched.
+    pub fn observe_notification(&mut self, notification: &Notification) -> Option<ChatState> {
+        match notification {
+            Notification::ChatStateChange(change) => {
+                let chat = &change.chat;
+                self.observe(chat.id.as_deref()?, chat.state.as_ref())
+            }
+            Notification::MessageLogUpdated(log) => self.observe(log.chat_id.as_deref()?, None),
+            Notification::Error(error) => self.observe(error.chat_id.as_deref()?, None),
+            Notification::Other { .. } => None,
+        }
     }
 
     /// The state known for `chat_id`, without touching its recency.
@@ -270,5 +286,36 @@ mod tests {
         tracker.observe("b", Some(&ChatState::Chatting));
         assert_eq!(tracker.len(), 1);
         assert_eq!(tracker.peek("b"), Some(&ChatState::Chatting));
+    }
+
+    #[test]
+    fn a_notification_is_observed_through_the_chat_it_names() {
+        use crate::gws::notification::decode;
+        use serde_json::json;
+        let mut tracker = ChatTracker::new(10);
+        let observe = |tracker: &mut ChatTracker, data: serde_json::Value| {
+            let notification = decode(&data).expect("decodes");
+            tracker.observe_notification(&notification)
+        };
+        let change = |state: &str| json!({"messageType": "ChatStateChangeMessage", "chat": {"id": "c1", "state": state}});
+        assert_eq!(observe(&mut tracker, change("Invited")), None);
+        assert_eq!(
+            observe(&mut tracker, change("Chatting")),
+            Some(ChatState::Invited)
+        );
+        // A transcript update and an error naming the chat report its state and record none.
+        let log =
+            json!({"messageType": "MessageLogUpdated", "chatPath": "/chats/c1", "messages": []});
+        assert_eq!(observe(&mut tracker, log), Some(ChatState::Chatting));
+        let error = json!({"messageType": "ChatStateChangeMessage", "notificationType": "Error",
+            "chat": {"id": "c1"}, "errorMessage": "no"});
+        assert_eq!(observe(&mut tracker, error), Some(ChatState::Chatting));
+        assert_eq!(tracker.peek("c1"), Some(&ChatState::Chatting));
+        // Nothing to observe without a chat id, nor in other notifications.
+        let anonymous =
+            json!({"messageType": "ChatStateChangeMessage", "chat": {"state": "Chatting"}});
+        assert_eq!(observe(&mut tracker, anonymous), None);
+        assert_eq!(observe(&mut tracker, json!({"messageType": "Other"})), None);
+        assert_eq!(tracker.len(), 1);
     }
 }

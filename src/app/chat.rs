@@ -186,7 +186,7 @@ pub async fn run(
             let Input::Delivery(delivery) = input else {
                 continue;
             };
-            let event = Event::from_owned_delivery(name, delivery, &mut tracker);
+            let event = crate::pipeline::into_event(name, delivery, &mut tracker);
             if !matches_result(&event, chat_id, op, &response) {
                 continue;
             }

@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 use url::Url;
 
-use crate::bayeux::transport::HttpSettings;
 use crate::gws::operations::{ChatOperation, ClosingText};
 use crate::gws::session::{GwsSession, SessionError};
+use crate::http::HttpSettings;
 use crate::secret::{Secret, SecretSource};
 use crate::service::config::{
     AccountConfig, Accounts, AdminConfig, BayeuxConfig, Config, LogConfig, ServerKind,

@@ -20,9 +20,12 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::protocol::{Protocol, ProtocolConfig, ProtocolEvent, RequestKind, SessionState};
-use super::transport::{BuildError, HttpSettings, LongPolling, TransportError};
+use super::protocol::{
+    Protocol, ProtocolConfig, ProtocolEvent, RequestKind, SessionState, TransportError,
+};
+use super::transport::LongPolling;
 use super::websocket::WebSocket;
+use crate::http::{BuildError, HttpSettings};
 use crate::metrics::{
     BAYEUX_CONNECT_FAILURES, BAYEUX_CONNECT_SECONDS, BAYEUX_DELIVERIES, BAYEUX_DUPLICATES_DROPPED,
     BAYEUX_HANDSHAKES, BAYEUX_INVALID_RESPONSES, BAYEUX_REHANDSHAKES, BAYEUX_RESUBSCRIBES,

@@ -2,8 +2,6 @@
 //! that move its JSON arrays ([`transport`]), and the task that drives both for one session
 //! ([`client`]). The rest of chatwatch only sees [`Delivery`] values coming out of it.
 
-pub mod backoff;
-pub mod channel;
 pub mod client;
 pub mod message;
 pub mod protocol;

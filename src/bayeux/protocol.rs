@@ -35,11 +35,43 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::backoff::Backoff;
-use super::channel;
 use super::message::{parse_response, Advice, BayeuxError, Message, Reconnect};
-use super::transport::TransportError;
+use crate::backoff::Backoff;
+use crate::channel;
 use crate::json::RawJson;
+
+/// Why a request produced no usable response body: the failures the protocol acts on (see the
+/// failure table in `reference/bayeux.md`). The protocol owns this vocabulary; each transport
+/// (long-polling, WebSocket) converts its own failures into it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// No complete response within the request's timeout.
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    /// The connection could not be made (refused, DNS, TLS).
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The server answered with a non-success HTTP status.
+    #[error("HTTP {status}: {body}")]
+    Status {
+        /// The HTTP status code.
+        status: u16,
+        /// The start of the response body, for the log.
+        body: String,
+    },
+    /// The response body exceeded the configured maximum.
+    #[error("response larger than the {limit}-byte limit")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The response body was not a readable Bayeux response.
+    #[error("invalid response: {0}")]
+    Invalid(String),
+    /// Any other I/O failure while sending or reading.
+    #[error("I/O error: {0}")]
+    Io(String),
+}
 
 /// Identifies one request handed to the driver, so its outcome can be matched.
 pub type RequestId = u64;

@@ -27,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use url::Url;
 
-use super::transport::{shared_tls_config, HttpClient, HttpSettings, TransportError};
+use super::protocol::TransportError;
+use crate::http::{shared_tls_config, HttpClient, HttpSettings};
 
 /// How often a ping goes out on an open socket.
 pub const PING_EVERY: Duration = Duration::from_secs(15);

@@ -22,8 +22,9 @@ use tracing::{info, warn};
 use url::Url;
 
 use crate::bayeux::client::SessionHooks;
-use crate::bayeux::transport::{BuildError, HttpClient, HttpSettings, LongPolling, TransportError};
+use crate::bayeux::transport::LongPolling;
 use crate::gws::operations::{self, ChatOperation, GwsError, OperationError, OperationResponse};
+use crate::http::{BuildError, HttpClient, HttpError, HttpSettings};
 
 /// Why a GWS call failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +36,7 @@ pub enum SessionError {
         account: String,
         /// The cause.
         #[source]
-        source: TransportError,
+        source: HttpError,
     },
     /// GWS answered with an error.
     #[error("account {account}: {source}")]

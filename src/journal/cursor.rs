@@ -3,10 +3,10 @@
 //! fsync the directory).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use super::state::{private_file_options, remove_file, sync_dir};
+use super::state::{remove_file, sync_dir};
 use super::{JournalError, TARGET};
 
 const SUFFIX: &str = ".cursor";
@@ -98,21 +98,10 @@ pub(crate) fn store(journal: &Path, sink: &str, seq: u64) -> Result<(), JournalE
     let dir = dir(journal);
     let tmp = dir.join(format!("{sink}{TMP_SUFFIX}"));
     let target = path(journal, sink);
-    let mut file = private_file_options()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(|e| JournalError::io("create", &tmp, e))?;
-    file.write_all(format!("{seq}\n").as_bytes())
-        .map_err(|e| JournalError::io("write", &tmp, e))?;
     // A failed sync here loses nothing that was promised: the old cursor stays in place, and
     // the next store writes a fresh file.
-    file.sync_all()
-        .map_err(|e| JournalError::io("fsync", &tmp, e))?;
-    drop(file);
-    std::fs::rename(&tmp, &target).map_err(|e| JournalError::io("rename into", &target, e))?;
-    sync_dir(&dir).map_err(|e| JournalError::io("fsync", &dir, e))
+    crate::fs::replace_file(&target, &tmp, format!("{seq}\n").as_bytes())
+        .map_err(|e| JournalError::io(e.step, &e.path, e.source))
 }
 
 /// Deletes the cursor files of sinks not in `keep`; returns their names, sorted.

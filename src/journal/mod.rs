@@ -119,21 +119,12 @@ const TARGET: &str = "chatwatch::journal";
 /// Smallest accepted `segment_bytes`.
 pub const MIN_SEGMENT_BYTES: u64 = 64;
 
-/// When the journal calls `fdatasync` on the segment it appends to.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JournalFsync {
-    /// After every group of appends, before they return: an appended event survives a power
-    /// loss. Concurrent appends share one fsync.
-    Always,
-    /// Within `fsync_interval` of a write (also while idle); appends return once written, and
-    /// sinks see a record only after it was synced. A crash of the machine loses at most about
-    /// one interval; a crash of the process alone loses nothing.
-    #[default]
-    Interval,
-    /// Never, except at shutdown: the kernel decides. Sinks see a record once it is written.
-    Never,
-}
+/// When the journal calls `fdatasync` on the segment it appends to: the crate's one
+/// [`FsyncPolicy`](crate::fs::FsyncPolicy), under the name the journal's API has always used.
+/// `always`: after every group of appends, before they return (concurrent appends share one
+/// fsync); `interval` (default): within `fsync_interval` of a write, sinks seeing a record only
+/// once it is synced; `never`: only at shutdown.
+pub use crate::fs::FsyncPolicy as JournalFsync;
 
 /// What an append does when the journal would exceed `max_bytes` even after garbage
 /// collection (sinks are that far behind).

@@ -302,38 +302,4 @@ pub(crate) fn remove_file(path: &std::path::Path) -> io::Result<()> {
     }
 }
 
-/// fsyncs a directory so entries created, renamed or deleted in it survive a crash.
-pub(crate) fn sync_dir(dir: &std::path::Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::fs::File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
-}
-
-/// Creates `dir` and its missing parents (mode `0750` on unix).
-pub(crate) fn create_dirs(dir: &std::path::Path) -> io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o750);
-    }
-    builder.create(dir)
-}
-
-/// Options for creating a private file (mode `0600` on unix).
-pub(crate) fn private_file_options() -> std::fs::OpenOptions {
-    let mut options = std::fs::OpenOptions::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options
-}
+pub(crate) use crate::fs::{create_dirs, private_file_options, sync_dir};

@@ -21,9 +21,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::bayeux::channel;
 use crate::bayeux::protocol::ProtocolConfig;
-use crate::bayeux::transport::HttpSettings;
+use crate::channel;
+use crate::http::HttpSettings;
 use crate::secret::{Resolver, Secret, SecretError, SecretSource};
 use crate::sinks::webhook::WebhookAuth;
 use crate::sinks::SinkConfig;

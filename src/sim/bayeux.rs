@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::state::{BayeuxSession, Hold, Shared, State, Wake};
-use crate::bayeux::channel;
+use crate::channel;
 
 /// The cookie CometD servers use to bind sessions to a browser (a client's cookie jar).
 pub(super) const BROWSER_COOKIE: &str = "BAYEUX_BROWSER";

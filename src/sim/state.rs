@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::chat::{self, ChatRec, Clock, OpContext, OpError, Party};
 use super::{BayeuxSessionInfo, ChatOffer, LoggedRequest, SimConfig};
-use crate::bayeux::channel;
+use crate::channel;
 
 /// The request log keeps at most this many entries (the oldest are dropped), so a long benchmark
 /// does not grow without bound.

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use super::writer::{OutputError, Retry};
 use super::TARGET;
+pub(crate) use crate::fs::{create_dirs, sync_dir};
 
 /// A sink's view of its output file, so tests can inject failures.
 pub(crate) trait SinkFile: Send {
@@ -61,31 +62,6 @@ impl SinkFile for std::fs::File {
         let mut byte = [0u8; 1];
         self.read_exact(&mut byte)?;
         Ok(Some(byte[0]))
-    }
-}
-
-/// Creates `dir` and its missing parents, mode `0750` on unix.
-pub(crate) fn create_dirs(dir: &Path) -> io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o750);
-    }
-    builder.create(dir)
-}
-
-/// fsyncs a directory so a newly created, renamed or removed entry in it survives a crash.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::fs::File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
     }
 }
 

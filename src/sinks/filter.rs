@@ -83,7 +83,7 @@ impl FilterConfig {
             }
         }
         for (i, pattern) in self.channels.iter().enumerate() {
-            if let Err(reason) = crate::bayeux::channel::validate_pattern(pattern) {
+            if let Err(reason) = crate::channel::validate_pattern(pattern) {
                 return Err(SinkError::invalid(
                     format!("filter.channels[{i}]"),
                     reason.to_string(),
@@ -147,7 +147,7 @@ fn contains(list: &[String], value: Option<&str>) -> bool {
 
 /// Whether the Bayeux channel `channel` matches `pattern` (the same glob rules the Bayeux client
 /// dispatches with: `*` is exactly one more segment, `**` one or more).
-pub use crate::bayeux::channel::matches as channel_matches;
+pub use crate::channel::matches as channel_matches;
 
 #[cfg(test)]
 mod tests {

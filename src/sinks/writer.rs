@@ -33,29 +33,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use metrics::Counter;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::event::Event;
 
 use super::{delivered_counter, failed_counter, SinkError, TARGET};
-
-/// When a file-backed sink (`file`, `audit`) calls `sync_data` (fdatasync).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FsyncPolicy {
-    /// After every batch, before acknowledging it: an event counts as delivered only once it is
-    /// on disk. Safest, slowest (one fdatasync per batch).
-    Always,
-    /// When there are unsynced writes and `fsync_interval` has passed since the last sync, also
-    /// while idle (group commit). A batch counts as delivered once written: a power loss can
-    /// lose up to about one interval.
-    #[default]
-    Interval,
-    /// Never, except at shutdown: the kernel decides. Not for audit files.
-    Never,
-}
+pub use crate::fs::FsyncPolicy;
 
 /// With `fsync = "interval"`, sync early once this many bytes are unsynced.
 pub const MAX_UNSYNCED_BYTES: u64 = 8 << 20;

@@ -1,6 +1,6 @@
 //! The GWS notification model against the fixtures in `tests/fixtures/gws/`: every sample of
 //! `reference/gws-api.md` §3.6, §3.7 and §5, re-typed as valid JSON, plus unknown values and
-//! malformed payloads, each turned into an [`Event`] by [`Event::from_delivery`].
+//! malformed payloads, each turned into an [`Event`] by [`pipeline::to_event`].
 
 use std::path::PathBuf;
 
@@ -9,6 +9,7 @@ use chatwatch::event::{Event, EventKind, DECODE_ERRORS_METRIC, SCHEMA};
 use chatwatch::gws::notification::{
     Capability, ChatState, NotificationType, ParticipantType, ReferenceId,
 };
+use chatwatch::pipeline;
 use chatwatch::tracker::ChatTracker;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use serde_json::{json, Value};
@@ -65,7 +66,7 @@ fn delivery(channel: &str, data: Value) -> Delivery {
 }
 
 fn event_on(channel: &str, data: Value, tracker: &mut ChatTracker) -> Event {
-    Event::from_delivery(ACCOUNT, &delivery(channel, data), tracker)
+    pipeline::to_event(ACCOUNT, &delivery(channel, data), tracker)
 }
 
 /// The event of a fixture on `/v2/me/chats`, with a fresh tracker.
@@ -842,7 +843,7 @@ fn fingerprint_is_content_derived_and_event_id_is_unique() {
     assert_eq!(first.fingerprint, hex::encode(digest.to_be_bytes()));
 
     // Account, channel and content each change it.
-    let other_account = Event::from_delivery(
+    let other_account = pipeline::to_event(
         "agent-2",
         &delivery(CHATS, fixture("accept_chatting")),
         &mut tracker,
@@ -861,7 +862,7 @@ fn owned_builder_gives_the_same_event() {
         let mut owned_tracker = ChatTracker::new(10);
         let borrowed = event_on(CHATS, fixture(name), &mut borrowed_tracker);
         let mut owned =
-            Event::from_owned_delivery(ACCOUNT, delivery(CHATS, fixture(name)), &mut owned_tracker);
+            pipeline::into_event(ACCOUNT, delivery(CHATS, fixture(name)), &mut owned_tracker);
         assert_ne!(owned.event_id, borrowed.event_id, "{name}");
         owned.event_id.clone_from(&borrowed.event_id);
         assert_eq!(owned, borrowed, "{name}");

@@ -7,9 +7,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support::{Daemon, DEADLINE};
-use chatwatch::bayeux::transport::HttpSettings;
 use chatwatch::gws::operations::{ChatOperation, ClosingText};
 use chatwatch::gws::session::GwsSession;
+use chatwatch::http::HttpSettings;
 use chatwatch::secret::Secret;
 use chatwatch::sim::{ChatOffer, Simulator};
 use serde_json::{json, Value};

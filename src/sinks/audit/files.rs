@@ -11,7 +11,7 @@ use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
-use crate::sinks::append::sync_dir;
+use crate::fs::sync_dir;
 use crate::sinks::TARGET;
 
 /// `YYYYMMDDTHHMMSSZ`, UTC.

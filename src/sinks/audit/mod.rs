@@ -330,20 +330,12 @@ fn check_name(name: &str) -> Result<(), SinkError> {
 /// Reads an HMAC key file: its raw bytes, less one trailing `\n` (or `\r\n`). Fails when the
 /// file is unreadable or the key is empty.
 pub fn read_hmac_key(path: &Path) -> io::Result<Vec<u8>> {
-    let mut key = std::fs::read(path)?;
-    if key.ends_with(b"\n") {
-        key.pop();
-        if key.ends_with(b"\r") {
-            key.pop();
+    crate::fs::read_secret_bytes(path).map_err(|e| match e {
+        crate::fs::SecretFileError::Read(e) => e,
+        crate::fs::SecretFileError::Empty => {
+            io::Error::new(io::ErrorKind::InvalidData, "the HMAC key file is empty")
         }
-    }
-    if key.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "the HMAC key file is empty",
-        ));
-    }
-    Ok(key)
+    })
 }
 
 /// The running audit sink. See the module documentation.

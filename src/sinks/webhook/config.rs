@@ -411,8 +411,8 @@ impl WebhookSinkConfig {
     }
 
     /// The HTTP settings (TLS roots, proxy, no redirects) of this sink's client.
-    pub(crate) fn http_settings(&self) -> crate::bayeux::transport::HttpSettings {
-        let mut settings = crate::bayeux::transport::HttpSettings::new(self.url.clone());
+    pub(crate) fn http_settings(&self) -> crate::http::HttpSettings {
+        let mut settings = crate::http::HttpSettings::new(self.url.clone());
         settings.ca_file = self.ca_file.clone();
         settings.proxy = self.proxy.clone();
         settings.no_env_proxy = !self.use_env_proxy;

@@ -26,6 +26,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::event::Event;
+use crate::fs::sync_dir;
 use crate::sinks::SinkError;
 
 use super::config::{validate_sink_name, WebhookSinkConfig};
@@ -122,11 +123,6 @@ fn lock(dir: &Path, sink: &str) -> io::Result<File> {
 pub(crate) fn check_writable(dir: &Path, sink: &str) -> io::Result<()> {
     ensure_dir(dir)?;
     lock(dir, sink).map(drop)
-}
-
-/// Fsyncs a directory, making a create or rename in it durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// Appends `letters` to `sink`'s file durably (write, fdatasync; the directory too when the
@@ -405,18 +401,7 @@ fn rewrite(
         }
     }
     let tmp = dir.join(format!("{sink}.jsonl.tmp"));
-    {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(out.as_bytes())?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)?;
-    sync_dir(dir)?;
+    crate::fs::replace_file(&path, &tmp, out.as_bytes()).map_err(|e| e.source)?;
     Ok(remaining)
 }
 

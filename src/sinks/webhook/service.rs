@@ -18,7 +18,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AF
 use tokio::time::Instant;
 use url::Url;
 
-use crate::bayeux::transport::{client_builder, redact_url, BuildError};
+use crate::http::{client_builder, redact_url, BuildError};
 use crate::sinks::SinkError;
 
 use super::config::WebhookSinkConfig;

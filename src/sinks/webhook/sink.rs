@@ -17,8 +17,8 @@ use metrics::{Counter, Gauge};
 use tokio::time::Instant;
 use url::Url;
 
-use crate::bayeux::transport::redact_url;
 use crate::event::Event;
+use crate::http::redact_url;
 use crate::sinks::deliver::Deliver;
 use crate::sinks::{delivered_counter, SinkError};
 

@@ -1,5 +1,7 @@
-//! Reconnect backoff: linear steps, capped, reset on success (the CometD clients' policy,
-//! `reference/bayeux.md` §1.7). Pure arithmetic; the caller owns the clock.
+//! Retry backoff: linear steps, capped, reset on success (the CometD clients' reconnect policy,
+//! `reference/bayeux.md` §1.7). Pure arithmetic; the caller owns the clock. A crate-level
+//! primitive: the Bayeux protocol paces its reconnects with it and the delivery loop its sink
+//! retries, and it knows neither.
 
 use std::time::Duration;
 

@@ -1,5 +1,7 @@
 //! Bayeux channel names and patterns: validation, and the glob rules used to dispatch a
 //! delivery (which always arrives on its concrete channel) to the subscription that asked for it.
+//! A crate-level primitive: the Bayeux protocol dispatches with it, the configuration validates
+//! subscriptions with it, and the sinks' filters match an event's channel with it.
 //!
 //! `/foo/*` matches exactly one more segment (`/foo/bar`, not `/foo` nor `/foo/bar/baz`);
 //! `/foo/**` matches one or more (`/foo/bar`, `/foo/bar/baz`). A glob may only be the whole last
