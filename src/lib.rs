@@ -10,6 +10,9 @@ pub mod app;
 pub mod bayeux;
 pub mod delivery;
 pub mod event;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gws;
 pub mod journal;
 pub mod json;
