@@ -25,8 +25,11 @@ use crate::journal::{self, format, Journal, JournalConfig, JournalFsync};
 use crate::json::RawJson;
 use crate::tracker::ChatTracker;
 
+/// A harness: returns for inputs handled as promised, panics otherwise.
+pub type Harness = fn(&[u8]);
+
 /// The targets, by name: the file names in `fuzz/fuzz_targets/` and the corpus directories.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Harness)] = &[
     ("bayeux_response", bayeux_response),
     ("websocket_frame", websocket_frame),
     ("gws_decode", gws_decode),
