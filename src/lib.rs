@@ -13,6 +13,9 @@ pub mod channel;
 pub mod delivery;
 pub mod event;
 pub mod fs;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gws;
 pub mod http;
 pub mod journal;

@@ -97,6 +97,8 @@ pub const JOURNAL_DROPPED: &str = "chatwatch_journal_dropped_total";
 pub const JOURNAL_TRUNCATED_BYTES: &str = "chatwatch_journal_truncated_bytes_total";
 /// `chatwatch_journal_corrupt_records_total` (counter): Records lost to corruption in the middle of the journal, found by recovery.
 pub const JOURNAL_CORRUPT_RECORDS: &str = "chatwatch_journal_corrupt_records_total";
+/// `chatwatch_journal_repairs_total` (counter): Damaged or implausible journal files repaired by recovery, by cause.
+pub const JOURNAL_REPAIRS: &str = "chatwatch_journal_repairs_total";
 /// `chatwatch_journal_head_seq` (gauge): Sequence number of the last durable journal record.
 pub const JOURNAL_HEAD_SEQ: &str = "chatwatch_journal_head_seq";
 /// `chatwatch_journal_first_seq` (gauge): Sequence number of the oldest record still in the journal.
@@ -313,6 +315,12 @@ pub const CATALOGUE: &[Metric] = &[
         kind: Kind::Counter,
         unit: None,
         help: "Records lost to corruption in the middle of the journal, found by recovery.",
+    },
+    Metric {
+        name: JOURNAL_REPAIRS,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Damaged or implausible journal files repaired by recovery (cause: cursor_ahead, cursor_out_of_range, segment_out_of_range).",
     },
     Metric {
         name: JOURNAL_HEAD_SEQ,

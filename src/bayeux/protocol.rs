@@ -72,6 +72,9 @@ pub enum TransportError {
     #[error("I/O error: {0}")]
     Io(String),
 }
+/// The longest `timeout`, `interval` or `maxInterval` taken from a server's advice; longer
+/// advice counts as this (a day: far beyond any real CometD server's values).
+pub const MAX_ADVISED: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Identifies one request handed to the driver, so its outcome can be matched.
 pub type RequestId = u64;
@@ -994,14 +997,15 @@ impl Protocol {
     fn apply_advice(&mut self, advice: Option<&Advice>) {
         let Some(advice) = advice else { return };
         // New advice replaces the old; what it leaves out falls back to the client defaults.
+        // Advised times are capped at MAX_ADVISED: a server's number (up to i64::MAX ms) must
+        // not push a deadline past what an Instant can hold.
+        let advised = |ms: u64| Duration::from_millis(ms).min(MAX_ADVISED);
         self.advice = Effective {
-            timeout: advice
-                .timeout
-                .map_or(self.cfg.default_timeout, Duration::from_millis),
-            interval: Duration::from_millis(advice.interval.unwrap_or(0).max(0) as u64),
+            timeout: advice.timeout.map_or(self.cfg.default_timeout, advised),
+            interval: advised(advice.interval.unwrap_or(0).max(0).unsigned_abs()),
             max_interval: advice
                 .max_interval
-                .map_or(self.cfg.default_max_interval, Duration::from_millis),
+                .map_or(self.cfg.default_max_interval, advised),
         };
         if advice.multiple_clients != self.multiple_clients {
             self.multiple_clients = advice.multiple_clients;

@@ -413,6 +413,34 @@ fn dispatch(frame: &[u8], pending: &PendingMap) -> Option<Bytes> {
     }
 }
 
+/// [`dispatch`] of `frame` with replies pending for message ids `1` and `2` (one request
+/// each): what it hands on, and the reply bodies of the requests it completed. For the fuzz
+/// harness only.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn dispatch_for_fuzzing(frame: &[u8]) -> (Option<Bytes>, Vec<Bytes>) {
+    let pending: PendingMap = Arc::default();
+    let mut waiting = Vec::new();
+    for id in ["1", "2"] {
+        let (done, rx) = oneshot::channel();
+        let entry = Pending {
+            remaining: 1,
+            replies: Vec::new(),
+            done: Some(done),
+        };
+        pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_owned(), Arc::new(Mutex::new(entry)));
+        waiting.push(rx);
+    }
+    let rest = dispatch(frame, &pending);
+    let replies = waiting
+        .into_iter()
+        .filter_map(|mut rx| rx.try_recv().ok()?.ok())
+        .collect();
+    (rest, replies)
+}
+
 fn classify(e: tokio_tungstenite::tungstenite::Error) -> TransportError {
     use tokio_tungstenite::tungstenite::Error;
     match e {

@@ -380,7 +380,8 @@ pub fn decode(data: &Value) -> Result<Notification, DecodeError> {
 /// Anything that reading does not accept (a field of the wrong JSON type, even one the dispatched
 /// type does not use; a repeated key; a `data` that is not an object) is decoded again by `decode`
 /// on the parsed `Value`, so errors and their field paths are exactly those of `decode`. Text that
-/// a `Value` cannot hold is a [`DecodeError::InvalidJson`]. Never panics.
+/// a `Value` cannot hold, anywhere in it (fields the model skips included), is a
+/// [`DecodeError::InvalidJson`]. Never panics.
 pub fn decode_raw(data: &RawValue) -> Result<Notification, DecodeError> {
     if let Some(notification) = wire::decode(data) {
         return Ok(notification);

@@ -12,6 +12,12 @@ use std::path::{Path, PathBuf};
 /// Bytes of a record header: `len`, `crc`, `seq`.
 pub const HEADER_LEN: u64 = 16;
 
+/// The highest sequence number a record may carry (`i64::MAX`; a journal appending a million
+/// records a second reaches it after 290,000 years). A record, segment name or cursor above it
+/// can only come from a damaged or hand-edited file; keeping every seq at or below it leaves
+/// room for `seq + 1` everywhere.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+
 /// Size on disk of a record carrying `payload_len` bytes.
 pub fn record_len(payload_len: usize) -> u64 {
     HEADER_LEN + payload_len as u64
@@ -69,6 +75,11 @@ pub enum Problem {
     Short,
     /// The stored checksum does not match the record.
     BadCrc,
+    /// The record's sequence number is above [`MAX_SEQ`].
+    SeqOutOfRange {
+        /// The sequence number it carries.
+        found: u64,
+    },
     /// The record's sequence number is not the expected one.
     OutOfSequence {
         /// The sequence number the record should carry.
@@ -83,6 +94,12 @@ impl std::fmt::Display for Problem {
         match self {
             Problem::Short => f.write_str("short record (torn write)"),
             Problem::BadCrc => f.write_str("checksum mismatch"),
+            Problem::SeqOutOfRange { found } => {
+                write!(
+                    f,
+                    "sequence number {found} is above the highest valid one ({MAX_SEQ})"
+                )
+            }
             Problem::OutOfSequence { expected, found } => {
                 write!(f, "out of sequence (expected {expected}, found {found})")
             }
@@ -115,7 +132,7 @@ pub const INDEX_STEP: u64 = 4096;
 /// entry.
 pub fn maybe_index(index: &mut Vec<(u64, u64)>, seq: u64, offset: u64) {
     match index.last() {
-        Some(&(_, last)) if offset - last < INDEX_STEP => {}
+        Some(&(_, last)) if offset.saturating_sub(last) < INDEX_STEP => {}
         _ => index.push((seq, offset)),
     }
 }
@@ -181,7 +198,8 @@ pub fn read_record(
 }
 
 /// Scans the segment at `path` whose first record must be `first_seq`, calling `visit` with
-/// every valid record in order. Stops at the first short, corrupt or out-of-sequence record.
+/// every valid record in order. Stops at the first short, corrupt or out-of-sequence record, or
+/// at a record whose seq is above [`MAX_SEQ`].
 pub fn scan_segment(
     path: &Path,
     first_seq: u64,
@@ -198,10 +216,12 @@ pub fn scan_segment(
     let mut expected = first_seq;
     loop {
         let offset = scan.valid_len;
-        let problem = match read_record(&mut reader, file_len - offset, &mut payload)? {
+        let remaining = file_len.saturating_sub(offset);
+        let problem = match read_record(&mut reader, remaining, &mut payload)? {
             Next::End => break,
             Next::Short => Problem::Short,
             Next::BadCrc => Problem::BadCrc,
+            Next::Record(seq) if seq > MAX_SEQ => Problem::SeqOutOfRange { found: seq },
             Next::Record(seq) if seq != expected => Problem::OutOfSequence {
                 expected,
                 found: seq,
@@ -285,6 +305,33 @@ mod tests {
             read_record(&mut &zeros[..], 32, &mut payload).unwrap(),
             Next::BadCrc
         ));
+    }
+
+    /// J3: a valid record carrying seq `u64::MAX` (the reproducer of issue 16) stops the scan
+    /// with a problem instead of overflowing `seq + 1`.
+    #[test]
+    fn a_record_at_the_top_of_the_seq_range_is_a_problem_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        for (first, seqs) in [
+            (u64::MAX, vec![u64::MAX]),
+            (MAX_SEQ, vec![MAX_SEQ, MAX_SEQ + 1]),
+        ] {
+            let mut bytes = Vec::new();
+            for seq in &seqs {
+                encode(*seq, b"{}", &mut bytes);
+            }
+            let path = dir.path().join(segment_name(first));
+            std::fs::write(&path, &bytes).unwrap();
+            let mut seen = Vec::new();
+            let scan = scan_segment(&path, first, |seq, _| seen.push(seq)).unwrap();
+            let bad = *seqs.last().unwrap();
+            assert_eq!(seen, seqs[..seqs.len() - 1], "first {first}");
+            assert_eq!(
+                scan.problem.map(|(_, p)| p),
+                Some(Problem::SeqOutOfRange { found: bad })
+            );
+            assert_eq!(scan.valid_len, record_len(2) * (seqs.len() as u64 - 1));
+        }
     }
 
     #[test]

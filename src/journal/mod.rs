@@ -69,6 +69,12 @@
 //! continue after the last good record (and after the highest cursor, so a sink that had seen a
 //! record lost in the crash does not skip a new one). [`Journal::recovery`] reports it all.
 //!
+//! Sequence numbers never exceed [`format::MAX_SEQ`] (`i64::MAX`). A record above it is
+//! refused like a corrupt one; a segment named above it is renamed to `<name>.out-of-range`; a
+//! cursor above it is reset to the last issued seq. Each is logged with the file's path and
+//! counted in `chatwatch_journal_repairs_total{cause}`, and the journal opens. Were the range
+//! ever used up, appends fail with [`JournalError::SeqExhausted`] (no wrap to 0).
+//!
 //! # Garbage collection
 //!
 //! A whole segment is deleted once every record in it is at or below the lowest cursor of the
@@ -78,7 +84,8 @@
 //!
 //! Metrics: `chatwatch_journal_appended_total`, `chatwatch_journal_bytes` (gauge),
 //! `chatwatch_journal_full_total`, `chatwatch_journal_dropped_total{cause="full"|"oldest_deleted"}`,
-//! `chatwatch_journal_truncated_bytes_total`, `chatwatch_journal_corrupt_records_total`.
+//! `chatwatch_journal_truncated_bytes_total`, `chatwatch_journal_corrupt_records_total`,
+//! `chatwatch_journal_repairs_total{cause}`.
 //!
 //! Only one process may open a journal directory for writing; [`status_offline`] and
 //! [`tail_offline`] only read and may run beside the daemon.
@@ -112,6 +119,12 @@ pub use crate::metrics::{
     JOURNAL_CORRUPT_RECORDS as CORRUPT_RECORDS, JOURNAL_DROPPED as DROPPED, JOURNAL_FULL as FULL,
     JOURNAL_TRUNCATED_BYTES as TRUNCATED_BYTES,
 };
+
+/// Metric (counter): damaged or implausible files recovery repaired, labelled `cause`
+/// (`cursor_ahead`: a cursor past the last record, new records continue after it;
+/// `cursor_out_of_range`: a cursor above the highest valid seq, reset; `segment_out_of_range`:
+/// a segment named above it, set aside).
+pub use crate::metrics::JOURNAL_REPAIRS as REPAIRS;
 
 /// Tracing target of the journal's diagnostics.
 const TARGET: &str = "chatwatch::journal";
@@ -321,6 +334,21 @@ pub enum JournalError {
         /// The configured bound.
         max_bytes: u64,
     },
+    /// The append would need a seq above the highest valid one ([`format::MAX_SEQ`]): only a
+    /// damaged or hand-edited cursor file or segment name leads here.
+    #[error(
+        "the journal in `{}` has run out of sequence numbers (next seq {next_seq}, highest \
+         valid {max_seq}); stop chatwatch and move the journal directory aside",
+        dir.display()
+    )]
+    SeqExhausted {
+        /// The journal directory.
+        dir: PathBuf,
+        /// The seq the append would have started at.
+        next_seq: u64,
+        /// The highest valid seq.
+        max_seq: u64,
+    },
     /// The journal was closed (or its writer is gone).
     #[error("the journal in `{}` is closed", dir.display())]
     Closed {
@@ -362,7 +390,7 @@ impl JournalError {
 /// One repair made (or one loss found) by recovery.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Repair {
-    /// The segment file.
+    /// The segment (or cursor) file.
     pub path: PathBuf,
     /// Byte offset of the first bad record.
     pub offset: u64,
@@ -892,6 +920,171 @@ mod tests {
 
     fn faults(journal: &Journal) -> &state::Faults {
         &journal.inner.shared.faults
+    }
+
+    /// The value of `chatwatch_journal_repairs_total{cause}` recorded while `f` ran.
+    fn repairs_counted<T>(cause: &str, f: impl FnOnce() -> T) -> (T, u64) {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let out = metrics::with_local_recorder(&recorder, f);
+        let count = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(key, ..)| {
+                key.key().name() == REPAIRS
+                    && key
+                        .key()
+                        .labels()
+                        .any(|l| l.key() == "cause" && l.value() == cause)
+            })
+            .map(|(.., value)| match value {
+                DebugValue::Counter(n) => n,
+                _ => 0,
+            })
+            .sum();
+        (out, count)
+    }
+
+    fn write_cursor(dir: &std::path::Path, sink: &str, text: &str) {
+        std::fs::create_dir_all(cursor::dir(dir)).unwrap();
+        std::fs::write(cursor::path(dir, sink), text).unwrap();
+    }
+
+    /// J1 (issue 16): a cursor file holding `u64::MAX` overflowed `max_cursor + 1`; in a
+    /// release build the next record became seq 0 and the next start failed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cursor_above_the_seq_range_is_reset_and_the_journal_keeps_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(small(dir.path(), JournalFsync::Always)).unwrap();
+        assert_eq!(journal.append(vec![payload(1)]).await.unwrap(), 1..=1);
+        journal.close().await.unwrap();
+        drop(journal);
+        write_cursor(dir.path(), "audit", "18446744073709551615\n");
+
+        let (journal, counted) = repairs_counted("cursor_out_of_range", || {
+            Journal::open(small(dir.path(), JournalFsync::Always)).unwrap()
+        });
+        assert_eq!(counted, 1);
+        let repair = &journal.recovery().repairs[0];
+        assert_eq!(repair.path, cursor::path(dir.path(), "audit"));
+        assert!(
+            repair.problem.contains("18446744073709551615"),
+            "{repair:?}"
+        );
+        assert_eq!(journal.load_cursor("audit").unwrap(), Some(1));
+        assert_eq!(
+            std::fs::read_to_string(cursor::path(dir.path(), "audit")).unwrap(),
+            "1\n"
+        );
+        assert_eq!(journal.append(vec![payload(2)]).await.unwrap(), 2..=2);
+        journal.close().await.unwrap();
+        drop(journal);
+
+        let journal = Journal::open(small(dir.path(), JournalFsync::Always)).expect("reopens");
+        assert!(journal.recovery().repairs.is_empty());
+        let seqs: Vec<u64> = journal
+            .read(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
+        assert_eq!(seqs, vec![1, 2]);
+        journal.close().await.unwrap();
+    }
+
+    /// A cursor past the end but in range: new records continue after it, counted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cursor_past_the_end_is_counted_and_records_continue_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        write_cursor(dir.path(), "audit", "41\n");
+        let (journal, counted) = repairs_counted("cursor_ahead", || {
+            Journal::open(small(dir.path(), JournalFsync::Always)).unwrap()
+        });
+        assert_eq!(counted, 1);
+        assert_eq!(journal.append(vec![payload(1)]).await.unwrap(), 42..=42);
+        journal.close().await.unwrap();
+        drop(journal);
+        let journal = Journal::open(small(dir.path(), JournalFsync::Always)).expect("reopens");
+        assert_eq!(journal.recovery().last_seq, 42);
+        journal.close().await.unwrap();
+    }
+
+    /// J2 (issue 16): with the next seq at the top of the range, the first append killed the
+    /// writer thread (`seq += 1`). Now it fails cleanly, and the journal still opens.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_at_the_top_of_the_seq_range_fail_cleanly() {
+        use format::MAX_SEQ;
+        let dir = tempfile::tempdir().unwrap();
+        write_cursor(dir.path(), "audit", &format!("{}\n", MAX_SEQ - 1));
+        let journal = Journal::open(small(dir.path(), JournalFsync::Always)).unwrap();
+        assert_eq!(
+            journal.append(vec![payload(1)]).await.unwrap(),
+            MAX_SEQ..=MAX_SEQ
+        );
+        let err = journal
+            .append(vec![payload(2)])
+            .await
+            .expect_err("exhausted");
+        assert!(matches!(err, JournalError::SeqExhausted { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&dir.path().display().to_string()),
+            "{err}"
+        );
+        // The writer is alive: an empty append (the readiness probe) still answers.
+        assert!(matches!(
+            journal.probe(Duration::from_secs(30)).await,
+            WriterProbe::Writable
+        ));
+        journal.close().await.unwrap();
+        drop(journal);
+        let journal = Journal::open(small(dir.path(), JournalFsync::Always)).expect("reopens");
+        assert_eq!(journal.recovery().last_seq, MAX_SEQ);
+        assert_eq!(journal.read(0, 10).unwrap(), vec![(MAX_SEQ, payload(1))]);
+        journal.close().await.unwrap();
+        drop(journal);
+
+        let dir = tempfile::tempdir().unwrap();
+        write_cursor(dir.path(), "audit", &format!("{MAX_SEQ}\n"));
+        let journal = Journal::open(small(dir.path(), JournalFsync::Always)).unwrap();
+        let err = journal
+            .append(vec![payload(1)])
+            .await
+            .expect_err("exhausted");
+        assert!(matches!(err, JournalError::SeqExhausted { .. }), "{err}");
+        journal.close().await.unwrap();
+    }
+
+    /// J3 (issue 16): a valid record with seq `u64::MAX` crashed the segment scanner, in
+    /// recovery and in `chatwatch journal status`. Its segment is now set aside.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_segment_at_the_top_of_the_seq_range_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = Vec::new();
+        format::encode(u64::MAX, b"{}", &mut bytes);
+        let top = dir.path().join(format::segment_name(u64::MAX));
+        std::fs::write(&top, &bytes).unwrap();
+        let status = status_offline(dir.path()).expect("status reads it");
+        assert_eq!(status.last_seq, 0);
+        assert!(tail_offline(dir.path(), 5).unwrap().is_empty());
+
+        let (journal, counted) = repairs_counted("segment_out_of_range", || {
+            Journal::open(small(dir.path(), JournalFsync::Always)).unwrap()
+        });
+        assert_eq!(counted, 1);
+        assert_eq!(journal.recovery().repairs[0].path, top);
+        assert!(!top.exists());
+        assert!(dir
+            .path()
+            .join(format!("{}.out-of-range", format::segment_name(u64::MAX)))
+            .exists());
+        assert_eq!(journal.append(vec![payload(1)]).await.unwrap(), 1..=1);
+        journal.close().await.unwrap();
+        drop(journal);
+        let journal = Journal::open(small(dir.path(), JournalFsync::Always)).expect("reopens");
+        assert_eq!(journal.read(0, 10).unwrap(), vec![(1, payload(1))]);
+        journal.close().await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,9 +6,9 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::path::Path;
 
-use super::format::{self, Problem};
+use super::format::{self, Problem, MAX_SEQ};
 use super::state::{create_dirs, sync_dir, Metrics, Segment, State};
-use super::{cursor, JournalConfig, JournalError, RecoveryReport, Repair, TARGET};
+use super::{cursor, JournalConfig, JournalError, RecoveryReport, Repair, REPAIRS, TARGET};
 
 /// A recovered journal, ready for the writer.
 pub(crate) struct Opened {
@@ -57,13 +57,19 @@ pub(crate) fn open(cfg: &JournalConfig, metrics: &Metrics) -> Result<Opened, Jou
             .map_err(|e| JournalError::io("create the directory", &cursors_dir, e))?;
         sync_dir(dir).map_err(|e| JournalError::io("fsync", dir, e))?;
     }
-    let cursors = cursor::load_all(dir, true)?;
+    let mut cursors = cursor::load_all(dir, true)?;
 
-    let files = format::list_segments(dir).map_err(|e| JournalError::io("list", dir, e))?;
+    let mut files = format::list_segments(dir).map_err(|e| JournalError::io("list", dir, e))?;
     let mut report = RecoveryReport {
         segments_scanned: files.len(),
         ..RecoveryReport::default()
     };
+    // A segment named above the seq range can hold no valid record (the scanner refuses every
+    // seq above MAX_SEQ), and appending after it would overflow: set it aside, as evidence.
+    let in_range = files.partition_point(|(first, _)| *first <= MAX_SEQ);
+    for (first_seq, path) in files.split_off(in_range) {
+        set_aside(&path, first_seq, &mut report)?;
+    }
     let mut segments = VecDeque::with_capacity(files.len());
     let mut last_good = 0u64;
     for (i, (first_seq, path)) in files.iter().enumerate() {
@@ -84,7 +90,7 @@ pub(crate) fn open(cfg: &JournalConfig, metrics: &Metrics) -> Result<Opened, Jou
         if let Some((offset, problem)) = &scan.problem {
             if is_last {
                 truncate_tail(path, scan.valid_len, offset, problem, scan.file_len)?;
-                let cut = scan.file_len - scan.valid_len;
+                let cut = scan.file_len.saturating_sub(scan.valid_len);
                 metrics.truncated_bytes.increment(cut);
                 report.truncated_bytes += cut;
                 disk_bytes = scan.valid_len;
@@ -97,7 +103,8 @@ pub(crate) fn open(cfg: &JournalConfig, metrics: &Metrics) -> Result<Opened, Jou
                 });
             } else {
                 let expected = if scan.records > 0 {
-                    scan.last_seq + 1
+                    // The scanner only accepts seqs up to MAX_SEQ: no overflow.
+                    scan.last_seq.saturating_add(1)
                 } else {
                     first_seq
                 };
@@ -148,25 +155,39 @@ pub(crate) fn open(cfg: &JournalConfig, metrics: &Metrics) -> Result<Opened, Jou
     // The next seq: after the last good record, never below a segment's name (seqs up to it
     // were issued) nor at or below a cursor (a sink that saw a record lost in the crash must
     // not skip the new record that would reuse its seq).
+    // Every seq here is at most MAX_SEQ (segments above it were set aside, records above it
+    // refused), so `+ 1` cannot overflow.
     let mut next_seq = last_good + 1;
     if let Some(last) = segments.back() {
         next_seq = next_seq.max(last.first_seq);
     }
+    repair_out_of_range_cursors(dir, &mut cursors, next_seq - 1, &mut report)?;
     let max_cursor = cursors
-        .values()
-        .filter_map(|c| c.as_ref().ok().copied())
-        .max()
-        .unwrap_or(0);
-    if max_cursor >= next_seq {
+        .iter()
+        .filter_map(|(sink, c)| c.as_ref().ok().map(|seq| (*seq, sink)))
+        .max();
+    if let Some((max_cursor, sink)) = max_cursor.filter(|(seq, _)| *seq >= next_seq) {
+        let path = cursor::path(dir, sink);
         tracing::warn!(
             target: TARGET,
-            dir = %dir.display(),
+            path = %path.display(),
             last_record = last_good,
-            max_cursor,
+            cursor = max_cursor,
             "a sink's cursor is past the last record on disk (records lost in a crash?); new \
              records continue after the cursor"
         );
+        metrics::counter!(REPAIRS, "cause" => "cursor_ahead").increment(1);
+        // At most MAX_SEQ + 1: the journal is then exhausted, and appends say so.
         next_seq = max_cursor + 1;
+    }
+    if next_seq > MAX_SEQ {
+        tracing::error!(
+            target: TARGET,
+            dir = %dir.display(),
+            next_seq,
+            "the journal's sequence numbers are exhausted (a cursor file or segment at the top \
+             of the range); every append will fail until the journal directory is moved aside"
+        );
     }
 
     if segments.is_empty() {
@@ -235,6 +256,76 @@ pub(crate) fn open(cfg: &JournalConfig, metrics: &Metrics) -> Result<Opened, Jou
     })
 }
 
+/// Renames a segment whose name is above [`MAX_SEQ`] to `<name>.out-of-range` (which recovery
+/// ignores), logs it and counts it.
+fn set_aside(path: &Path, first_seq: u64, report: &mut RecoveryReport) -> Result<(), JournalError> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".out-of-range");
+    let aside = std::path::PathBuf::from(aside);
+    tracing::error!(
+        target: TARGET,
+        path = %path.display(),
+        first_seq,
+        max_seq = MAX_SEQ,
+        moved_to = %aside.display(),
+        "a journal segment is named above the highest valid sequence number (a damaged or \
+         hand-edited file?); it cannot hold a valid record and is set aside"
+    );
+    std::fs::rename(path, &aside).map_err(|e| JournalError::io("rename", path, e))?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir).map_err(|e| JournalError::io("fsync", dir, e))?;
+    }
+    metrics::counter!(REPAIRS, "cause" => "segment_out_of_range").increment(1);
+    report.repairs.push(Repair {
+        path: path.to_owned(),
+        offset: 0,
+        problem: format!("segment named seq {first_seq}, above the highest valid seq {MAX_SEQ}"),
+        truncated_bytes: 0,
+        corrupt_records: 0,
+    });
+    Ok(())
+}
+
+/// Rewrites every cursor above [`MAX_SEQ`] (no record can carry such a seq, and continuing
+/// after it would overflow) to `issued`, the last seq the journal has issued: the sink claimed
+/// to have delivered everything, and that is everything there is.
+fn repair_out_of_range_cursors(
+    dir: &Path,
+    cursors: &mut std::collections::BTreeMap<String, Result<u64, String>>,
+    issued: u64,
+    report: &mut RecoveryReport,
+) -> Result<(), JournalError> {
+    for (sink, value) in cursors.iter_mut() {
+        let Ok(seq) = *value else { continue };
+        if seq <= MAX_SEQ {
+            continue;
+        }
+        let path = cursor::path(dir, sink);
+        tracing::warn!(
+            target: TARGET,
+            path = %path.display(),
+            cursor = seq,
+            max_seq = MAX_SEQ,
+            reset_to = issued,
+            "a cursor file holds a seq above the highest valid one (a damaged or hand-edited \
+             file?); it is reset to the last seq the journal issued"
+        );
+        cursor::store(dir, sink, issued)?;
+        *value = Ok(issued);
+        metrics::counter!(REPAIRS, "cause" => "cursor_out_of_range").increment(1);
+        report.repairs.push(Repair {
+            path,
+            offset: 0,
+            problem: format!(
+                "cursor {seq} above the highest valid seq {MAX_SEQ}, reset to {issued}"
+            ),
+            truncated_bytes: 0,
+            corrupt_records: 0,
+        });
+    }
+    Ok(())
+}
+
 /// Cuts the last segment at `valid_len` and fsyncs it.
 fn truncate_tail(
     path: &Path,
@@ -248,7 +339,7 @@ fn truncate_tail(
         path = %path.display(),
         offset,
         %problem,
-        truncated_bytes = file_len - valid_len,
+        truncated_bytes = file_len.saturating_sub(valid_len),
         "torn or corrupt tail in the last journal segment (a crash during a write?); truncating it"
     );
     let file = std::fs::OpenOptions::new()

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 
-use super::format::{encode, maybe_index, record_len, segment_name};
+use super::format::{encode, maybe_index, record_len, segment_name, MAX_SEQ};
 use super::recovery::Opened;
 use super::state::{private_file_options, remove_file, Metrics, Segment, Shared, Wake};
 use super::{JournalConfig, JournalError, JournalFsync, WhenFull, TARGET};
@@ -314,9 +314,21 @@ impl Writer {
             return Err(error);
         }
         if payloads.is_empty() {
-            return Ok(next_seq..=next_seq - 1);
+            return Ok(next_seq..=next_seq.saturating_sub(1));
         }
         let cfg = &self.shared.cfg;
+        // The last seq of this append must stay in range (recovery keeps next_seq at most
+        // MAX_SEQ + 1, so only a cursor or segment at the top of the range gets here).
+        let last = (payloads.len() as u64 - 1)
+            .checked_add(next_seq)
+            .filter(|last| *last <= MAX_SEQ);
+        if last.is_none() {
+            return Err(JournalError::SeqExhausted {
+                dir: cfg.dir.clone(),
+                next_seq,
+                max_seq: MAX_SEQ,
+            });
+        }
         let mut need = 0u64;
         let mut too_large = false;
         for payload in &payloads {

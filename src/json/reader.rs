@@ -47,6 +47,48 @@ fn next_quote_or_backslash(bytes: &[u8], from: usize) -> Option<usize> {
         .map(|i| at + i)
 }
 
+/// Deepest nesting [`Reader::skip`] goes through; the reader is used at most a few levels
+/// down, so with this the whole text stays within serde_json's recursion limit of 128.
+const MAX_SKIP_DEPTH: usize = 100;
+
+/// Whether every `\u` escape in `string` (a JSON string with its quotes) is a character: a
+/// high surrogate must be followed by a low one, and a low one must follow a high one.
+fn escapes_are_valid(string: &[u8]) -> bool {
+    fn hex4(bytes: &[u8], at: usize) -> Option<u16> {
+        let digits = std::str::from_utf8(bytes.get(at..at + 4)?).ok()?;
+        u16::from_str_radix(digits, 16).ok()
+    }
+    let mut at = 0;
+    while let Some(offset) = string
+        .get(at..)
+        .and_then(|rest| memchr::memchr(b'\\', rest))
+    {
+        at += offset;
+        if string.get(at + 1) != Some(&b'u') {
+            at += 2;
+            continue;
+        }
+        let Some(unit) = hex4(string, at + 2) else {
+            return false;
+        };
+        at += 6;
+        match unit {
+            0xD800..=0xDBFF => {
+                let low = (string.get(at..at + 2) == Some(b"\\u"))
+                    .then(|| hex4(string, at + 2))
+                    .flatten();
+                if !matches!(low, Some(0xDC00..=0xDFFF)) {
+                    return false;
+                }
+                at += 6;
+            }
+            0xDC00..=0xDFFF => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
 /// A cursor over valid JSON text.
 pub(crate) struct Reader<'a> {
     text: &'a str,
@@ -142,24 +184,36 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Skips the value at the cursor and returns its text.
+    /// Skips the value at the cursor and returns its text. `None` (give up) when it holds
+    /// something a [`Value`] cannot: a number out of the `f64` range, a lone surrogate escape,
+    /// or nesting deeper than [`MAX_SKIP_DEPTH`] (serde_json's limit is 128 in all), so that
+    /// the general decoder reports it exactly as it would for a field that is read.
     pub(crate) fn skip(&mut self) -> Option<&'a str> {
         let first = self.peek()?;
         let start = self.pos;
         let bytes = self.text.as_bytes();
         match first {
             b'"' => {
-                self.string_span()?;
+                self.checked_string_span()?;
             }
             b'{' | b'[' => {
                 let mut depth = 0usize;
                 loop {
                     match *bytes.get(self.pos)? {
                         b'"' => {
-                            self.string_span()?;
+                            self.checked_string_span()?;
                             continue;
                         }
-                        b'{' | b'[' => depth += 1,
+                        b'-' | b'0'..=b'9' => {
+                            self.checked_number()?;
+                            continue;
+                        }
+                        b'{' | b'[' => {
+                            depth += 1;
+                            if depth > MAX_SKIP_DEPTH {
+                                return None;
+                            }
+                        }
                         b'}' | b']' => {
                             depth -= 1;
                             if depth == 0 {
@@ -172,17 +226,47 @@ impl<'a> Reader<'a> {
                     self.pos += 1;
                 }
             }
-            _ => {
-                // A number or a literal: up to the next delimiter.
-                while let Some(&b) = bytes.get(self.pos) {
-                    if matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
-                        break;
-                    }
-                    self.pos += 1;
-                }
-            }
+            b'-' | b'0'..=b'9' => self.checked_number()?,
+            _ => self.literal(),
         }
         self.text.get(start..self.pos)
+    }
+
+    /// Moves past a literal or number: up to the next delimiter.
+    #[inline]
+    fn literal(&mut self) {
+        let bytes = self.text.as_bytes();
+        while let Some(&b) = bytes.get(self.pos) {
+            if matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+                break;
+            }
+            self.pos += 1;
+        }
+    }
+
+    /// Moves past the number at the cursor; `None` when it is out of the `f64` range.
+    #[inline]
+    fn checked_number(&mut self) -> Option<()> {
+        let start = self.pos;
+        self.literal();
+        let text = self.text.get(start..self.pos)?;
+        // Without an exponent, only a number of more than 309 digits can overflow.
+        let may_overflow = text.len() > 300 || text.bytes().any(|b| b == b'e' || b == b'E');
+        if may_overflow && !text.parse::<f64>().is_ok_and(f64::is_finite) {
+            return None;
+        }
+        Some(())
+    }
+
+    /// [`Self::string_span`], `None` when an escape is a lone surrogate (or not one
+    /// `serde_json` reads).
+    #[inline]
+    fn checked_string_span(&mut self) -> Option<()> {
+        let (start, end, escaped) = self.string_span()?;
+        if escaped && !escapes_are_valid(self.text.as_bytes().get(start..end)?) {
+            return None;
+        }
+        Some(())
     }
 
     /// The value at the cursor as a [`Value`] (strings, `null` and booleans directly; numbers,
@@ -380,6 +464,56 @@ mod tests {
             "a lone surrogate"
         );
         assert_eq!(Reader::new(r#"{"a":1}"#).object(|_, _| None), None);
+    }
+
+    /// G2 (issue 16): what a `Value` cannot hold is refused in skipped values too, so the
+    /// general decoder reports it; everything else is still skipped.
+    #[test]
+    fn skip_gives_up_exactly_on_what_serde_json_refuses() {
+        let deep = format!("{}{}", "[".repeat(101), "]".repeat(101));
+        for text in [
+            "1e400",
+            "-1e400",
+            r#""\ud800""#,
+            r#""\udc00""#,
+            r#""a\ud800b""#,
+            r#""\ud800\u0041""#,
+            r#"{"a":[1,{"b":1e400}]}"#,
+            r#"{"\ud800":1}"#,
+            r#"[true,"\udfff"]"#,
+            &format!("1{}", "0".repeat(400)),
+        ] {
+            assert_eq!(Reader::new(text).skip(), None, "{text}");
+            assert!(
+                serde_json::from_str::<Value>(&format!("[[[{text}]]]")).is_err(),
+                "{text}"
+            );
+        }
+        // Too deep to skip, and serde_json refuses it once nested where notifications are read.
+        assert_eq!(Reader::new(&deep).skip(), None);
+        assert!(serde_json::from_str::<Value>(&format!(
+            "{}{deep}{}",
+            "[".repeat(28),
+            "]".repeat(28)
+        ))
+        .is_err());
+        let shallow = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        for text in [
+            "1e300",
+            "-1e-400",
+            "0.1",
+            "1111111111111111111111",
+            r#""\ud83d\ude00""#,
+            r#""\\ud800""#,
+            r#""\u00e9\n\"""#,
+            r#"{"a":[1,{"b":-2.5e10,"c":"\ud83d\ude00"}],"d":null}"#,
+            "true",
+            "null",
+            &shallow,
+        ] {
+            assert_eq!(Reader::new(text).skip(), Some(text), "{text}");
+            assert!(serde_json::from_str::<Value>(text).is_ok(), "{text}");
+        }
     }
 
     #[test]

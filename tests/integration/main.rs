@@ -13,6 +13,7 @@ mod cli;
 mod demo;
 mod durability;
 mod faye_interop;
+mod fuzz_corpus;
 mod gws_model;
 mod gws_sim;
 mod journal;

@@ -387,6 +387,11 @@ mod tests {
         for text in [
             r#"{"messageType":"ChatStateChangeMessage","chat":{"userData":{"n":1e400}}}"#,
             r#"{"messageType":"ChatStateChangeMessage","chat":{"id":"\ud800"}}"#,
+            // G2 (issue 16): in fields the model skips, too.
+            r#"{"messageType":"ChatStateChangeMessage","chat":{"id":"c1"},"x":1e400}"#,
+            r#"{"messageType":"ChatStateChangeMessage","chat":{"id":"c1","x":"\ud800"}}"#,
+            r#"{"messageType":"ChatStateChangeMessage","chat":{"x":[{"y":-1e999}]}}"#,
+            r#"{"messageType":"Other","x":{"\udc00":1}}"#,
         ] {
             let raw = RawValue::from_string(text.to_owned()).expect("valid JSON text");
             assert!(

@@ -502,7 +502,14 @@ impl AuditOutput {
                  continuing the chain from it: `audit verify` will report it"
             );
         }
-        self.next_seq = record.seq + 1;
+        self.next_seq = record.seq.checked_add(1).ok_or_else(|| {
+            let why = "cannot resume the audit chain: the last line has the highest possible seq \
+                       (a forged line?); move the file aside to start a new chain";
+            (
+                from.clone(),
+                io::Error::new(io::ErrorKind::InvalidData, why),
+            )
+        })?;
         self.prev = record.hash;
         if self.active.end > 0 && self.active.first_seq.is_none() {
             // The first line is unreadable: name the file by its last record instead.

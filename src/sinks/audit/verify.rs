@@ -304,6 +304,17 @@ impl Chain {
             return Err(problem(line_no, ProblemKind::Changed, detail));
         }
         let seq = record.seq;
+        if seq == u64::MAX {
+            // No chain can reach it (and nothing could follow it): only a forged line holds it.
+            return Err(problem(
+                line_no,
+                ProblemKind::Inserted,
+                format!(
+                    "seq {seq} is the highest possible number, which no audit chain reaches: \
+                     this line was forged"
+                ),
+            ));
+        }
         match self.expected {
             None => {
                 if seq == 1 && record.prev != ZERO_HASH {
@@ -404,6 +415,7 @@ impl Chain {
                 });
             }
         }
+        // seq < u64::MAX (checked above).
         self.expected = Some(seq + 1);
         self.last = record.hash;
         self.report.lines += 1;
@@ -441,6 +453,46 @@ fn lookahead(rest: &mut dyn BufRead) -> Vec<(u64, u64)> {
         let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
         if let Ok(record) = format::parse_fields(line) {
             seqs.push((offset, record.seq));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One audit line for `event_json` with a correct SHA-256 hash.
+    fn line(seq: u64, prev: &Hash, event_json: &str) -> (Vec<u8>, Hash) {
+        let mut out = format!(
+            "{{\"seq\":{seq},\"prev\":\"{}\",\"event\":{event_json}",
+            hex::encode(prev)
+        )
+        .into_bytes();
+        let hash = Hasher::new(None).hash(&out);
+        out.extend_from_slice(format!(",\"hash\":\"{}\"}}\n", hex::encode(hash)).as_bytes());
+        (out, hash)
+    }
+
+    /// A1 (issue 16): a line with seq `u64::MAX` and a correct hash (anyone can build one
+    /// without an HMAC key) crashed `audit verify` on `seq + 1`; it is reported instead.
+    #[test]
+    fn a_line_with_the_highest_seq_is_reported_not_a_crash() {
+        for lines in [vec![u64::MAX], vec![1, 2, u64::MAX]] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut file = Vec::new();
+            let mut prev = ZERO_HASH;
+            for seq in &lines {
+                let (bytes, hash) = line(*seq, &prev, "{}");
+                file.extend_from_slice(&bytes);
+                prev = hash;
+            }
+            std::fs::write(dir.path().join("audit.jsonl"), &file).unwrap();
+            let report = verify(dir.path(), "audit", None).expect("verify runs");
+            let problem = report.first_problem.expect("a problem");
+            assert_eq!(problem.kind, ProblemKind::Inserted, "{problem}");
+            assert_eq!(problem.line, lines.len() as u64, "{problem}");
+            assert!(problem.detail.contains("18446744073709551615"), "{problem}");
+            assert_eq!(report.lines, lines.len() as u64 - 1);
         }
     }
 }
