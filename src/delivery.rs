@@ -50,6 +50,8 @@ pub enum AnySink {
     Webhook(crate::sinks::webhook::WebhookSink),
     /// `type = "audit"`.
     Audit(crate::sinks::audit::AuditSink),
+    /// `type = "nats"`.
+    Nats(crate::sinks::nats::NatsSink),
 }
 
 impl AnySink {
@@ -60,6 +62,7 @@ impl AnySink {
             SinkConfig::File(c) => AnySink::File(c.open(name).await?),
             SinkConfig::Webhook(c) => AnySink::Webhook(c.build(name).await?),
             SinkConfig::Audit(c) => AnySink::Audit(c.open(name).await?),
+            SinkConfig::Nats(c) => AnySink::Nats(c.build(name).await?),
         })
     }
 
@@ -69,6 +72,7 @@ impl AnySink {
             AnySink::File(s) => s.deliver(events).await,
             AnySink::Webhook(s) => s.deliver(events).await,
             AnySink::Audit(s) => s.deliver(events).await,
+            AnySink::Nats(s) => s.deliver(events).await,
         }
     }
 
@@ -78,6 +82,7 @@ impl AnySink {
             AnySink::File(s) => s.reopen().await,
             AnySink::Webhook(s) => s.reopen().await,
             AnySink::Audit(s) => s.reopen().await,
+            AnySink::Nats(s) => s.reopen().await,
         }
     }
 
@@ -87,6 +92,7 @@ impl AnySink {
             AnySink::File(s) => s.close().await,
             AnySink::Webhook(s) => s.close().await,
             AnySink::Audit(s) => s.close().await,
+            AnySink::Nats(s) => s.close().await,
         }
     }
 }

@@ -113,7 +113,7 @@ enum JournalCommand {
 
 #[derive(Debug, Subcommand)]
 enum DeadletterCommand {
-    /// Print the dead letters (one JSON line each) of every webhook sink, or of one.
+    /// Print the dead letters (one JSON line each) of every webhook or nats sink, or of one.
     List {
         /// The configuration file naming the sinks.
         #[arg(short, long, default_value = "config/chatwatch.toml")]
@@ -122,12 +122,12 @@ enum DeadletterCommand {
         #[arg(long)]
         sink: Option<String>,
     },
-    /// Send a webhook sink's dead letters again; delivered ones leave the file.
+    /// Send a webhook or nats sink's dead letters again; delivered ones leave the file.
     Redrive {
         /// The configuration file naming the sinks.
         #[arg(short, long, default_value = "config/chatwatch.toml")]
         config: PathBuf,
-        /// The webhook sink.
+        /// The webhook or nats sink.
         #[arg(long)]
         sink: String,
     },
@@ -558,6 +558,41 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+fn nats_sinks(cfg: &Config) -> Vec<(&String, &chatwatch::sinks::nats::NatsSinkConfig)> {
+    cfg.sinks
+        .iter()
+        .filter_map(|(name, sink)| match sink {
+            chatwatch::sinks::SinkConfig::Nats(n) => Some((name, n)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `deadletter redrive` for a NATS sink: publishes its dead letters again (same `Nats-Msg-Id`).
+fn nats_redrive(sink: &str, n: &chatwatch::sinks::nats::NatsSinkConfig) -> anyhow::Result<()> {
+    let dir = n
+        .dead_letter_dir
+        .clone()
+        .context("the sink has no dead_letter_dir")?;
+    let report = runtime()?.block_on(chatwatch::sinks::nats::deadletter_redrive(&dir, sink, n))?;
+    println!(
+        "redrive of {sink}: {} attempted, {} delivered ({} already in the stream), {} failed again, {} remaining",
+        report.attempted,
+        report.delivered,
+        report.duplicates,
+        report.failed.len(),
+        report.remaining
+    );
+    for (id, reason) in &report.failed {
+        eprintln!("{id}: {reason}");
+    }
+    anyhow::ensure!(
+        report.failed.is_empty(),
+        "some dead letters could not be published; they stay in the file"
+    );
+    Ok(())
+}
+
 fn webhook_sinks(cfg: &Config) -> Vec<(&String, &chatwatch::sinks::webhook::WebhookSinkConfig)> {
     cfg.sinks
         .iter()
@@ -591,16 +626,21 @@ fn deadletter_command(command: DeadletterCommand) -> anyhow::Result<()> {
         DeadletterCommand::List { config, sink } => {
             let cfg = Config::load(&config)?;
             let sinks = webhook_sinks(&cfg);
+            let nats = nats_sinks(&cfg);
             if let Some(name) = &sink {
                 anyhow::ensure!(
-                    sinks.iter().any(|(n, _)| *n == name),
-                    "no webhook sink `{name}` in {}",
+                    sinks.iter().any(|(n, _)| *n == name) || nats.iter().any(|(n, _)| *n == name),
+                    "no webhook or nats sink `{name}` in {}",
                     config.display()
                 );
             }
             let mut dirs: Vec<&std::path::Path> = sinks
                 .iter()
                 .filter_map(|(_, w)| w.dead_letter_dir.as_deref())
+                .chain(
+                    nats.iter()
+                        .filter_map(|(_, n)| n.dead_letter_dir.as_deref()),
+                )
                 .collect();
             dirs.sort();
             dirs.dedup();
@@ -613,6 +653,9 @@ fn deadletter_command(command: DeadletterCommand) -> anyhow::Result<()> {
         DeadletterCommand::Redrive { config, sink } => {
             init_cli_logging();
             let cfg = Config::load(&config)?;
+            if let Some((_, n)) = nats_sinks(&cfg).into_iter().find(|(n, _)| **n == sink) {
+                return nats_redrive(&sink, n);
+            }
             let (_, w) = webhook_sinks(&cfg)
                 .into_iter()
                 .find(|(n, _)| **n == sink)

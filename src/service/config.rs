@@ -523,6 +523,9 @@ impl Config {
             if let SinkConfig::Webhook(w) = sink {
                 w.default_dead_letter_dir(dead_letters.clone());
             }
+            if let SinkConfig::Nats(n) = sink {
+                n.default_dead_letter_dir(dead_letters.clone());
+            }
         }
     }
 

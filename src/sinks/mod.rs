@@ -38,6 +38,9 @@ pub mod file;
 pub mod filter;
 pub mod log;
 pub mod webhook;
+// NATS JetStream sink (issue 12).
+pub mod nats;
+pub mod readiness;
 mod writer;
 
 pub use file::{FileSink, FileSinkConfig, FsyncPolicy};
@@ -274,6 +277,8 @@ pub enum SinkConfig {
     Webhook(webhook::WebhookSinkConfig),
     /// `type = "audit"`: a hash-chained, rotated, tamper-evident JSON Lines file.
     Audit(audit::AuditSinkConfig),
+    /// `type = "nats"`: each event published to a NATS JetStream stream.
+    Nats(nats::NatsSinkConfig),
 }
 
 impl SinkConfig {
@@ -284,6 +289,7 @@ impl SinkConfig {
             Self::File(config) => config.validate(),
             Self::Webhook(config) => config.validate(),
             Self::Audit(config) => config.validate(),
+            Self::Nats(config) => config.validate(),
         }
     }
 
@@ -292,7 +298,7 @@ impl SinkConfig {
         match self {
             Self::Log(config) => config.build(name).await,
             Self::File(config) => config.build(name).await,
-            Self::Webhook(_) | Self::Audit(_) => Err(SinkError::Failed {
+            Self::Webhook(_) | Self::Audit(_) | Self::Nats(_) => Err(SinkError::Failed {
                 sink: name.to_owned(),
                 reason: "this sink type is driven by the journal, not by a queue".to_owned(),
             }),
@@ -306,6 +312,7 @@ impl SinkConfig {
             Self::File(config) => &config.filter,
             Self::Webhook(config) => &config.filter,
             Self::Audit(config) => &config.filter,
+            Self::Nats(config) => &config.filter,
         }
     }
 
@@ -314,7 +321,7 @@ impl SinkConfig {
         match self {
             Self::Log(config) => config.queue_capacity,
             Self::File(config) => config.queue_capacity,
-            Self::Webhook(_) | Self::Audit(_) => DEFAULT_QUEUE_CAPACITY,
+            Self::Webhook(_) | Self::Audit(_) | Self::Nats(_) => DEFAULT_QUEUE_CAPACITY,
         }
     }
 }
