@@ -204,8 +204,10 @@ pub(crate) async fn connect(
     })
 }
 
-/// A JetStream context on `client` whose PubAck wait is `timeout` and which keeps at most
-/// `max_in_flight` PubAcks outstanding.
+/// A JetStream context on `client` whose PubAck wait is `timeout`. The engine bounds its own
+/// in-flight publishes to `max_in_flight`; the context's limit is set well above that, because
+/// PubAck futures abandoned after a failure keep their permit until their ack or `timeout`,
+/// and the re-publish must not wait for them.
 pub fn jetstream(
     client: async_nats::Client,
     timeout: Duration,
@@ -213,7 +215,8 @@ pub fn jetstream(
 ) -> async_nats::jetstream::Context {
     async_nats::jetstream::ContextBuilder::new()
         .timeout(timeout)
-        .max_ack_inflight(max_in_flight.max(1))
+        .ack_timeout(timeout)
+        .max_ack_inflight(max_in_flight.saturating_mul(4).max(1024))
         .backpressure_on_inflight(true)
         .build(client)
 }
