@@ -140,6 +140,7 @@ fn describe() {
         "Configuration reloads (SIGHUP) by result."
     );
     crate::journal::describe_metrics();
+    crate::sinks::nats::describe_metrics();
 }
 
 /// What the admin routes need.
