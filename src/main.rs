@@ -118,7 +118,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 let report = runtime()?.block_on(app::deadletter::redrive(&config, &sink))?;
                 println!("{}", app::deadletter::summary(&sink, &report));
                 anyhow::ensure!(
-                    report.failed.is_empty() && report.skipped == 0,
+                    report.is_complete(),
                     "some dead letters could not be delivered; they stay in the file"
                 );
                 Ok(())

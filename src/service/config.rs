@@ -635,6 +635,14 @@ impl Config {
                         }
                     }
                 }
+                SinkConfig::Nats(n) => {
+                    if let Some((field, source)) = n.auth_secret_mut() {
+                        let key = source.key_in(&key(field));
+                        if let Some(text) = resolver.read_text(&key, source)? {
+                            *source = resolved(text);
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -651,6 +659,9 @@ impl Config {
         for sink in self.sinks.values_mut() {
             if let SinkConfig::Webhook(w) = sink {
                 w.default_dead_letter_dir(dead_letters.clone());
+            }
+            if let SinkConfig::Nats(n) = sink {
+                n.default_dead_letter_dir(dead_letters.clone());
             }
         }
     }

@@ -202,6 +202,9 @@ impl Health {
         if accounts.is_empty() {
             not_ready.push("no account is running".to_owned());
         }
+        for (sink, reason) in crate::sinks::readiness::not_ready() {
+            not_ready.push(format!("sink {sink}: {reason}"));
+        }
         Readiness {
             ready: not_ready.is_empty(),
             stopping,

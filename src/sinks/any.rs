@@ -118,4 +118,6 @@ sink_types! {
     Webhook(crate::sinks::webhook::WebhookSinkConfig) => crate::sinks::webhook::WebhookSink,
     /// `type = "audit"`: a hash-chained, rotated, tamper-evident JSON Lines file.
     Audit(crate::sinks::audit::AuditSinkConfig) => crate::sinks::audit::AuditSink,
+    /// `type = "nats"`: each event published to a NATS JetStream stream.
+    Nats(crate::sinks::nats::NatsSinkConfig) => crate::sinks::nats::NatsSink,
 }

@@ -53,6 +53,9 @@ pub mod file;
 pub mod filter;
 pub mod log;
 pub mod webhook;
+// NATS JetStream sink (issue 12).
+pub mod nats;
+pub mod readiness;
 mod writer;
 
 pub use any::{AnySink, SinkConfig};

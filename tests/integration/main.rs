@@ -17,6 +17,7 @@ mod fuzz_corpus;
 mod gws_model;
 mod gws_sim;
 mod journal;
+mod nats;
 mod service;
 mod sim;
 mod sim_websocket;
