@@ -52,6 +52,18 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Ask the running daemon to reload its configuration file and wait for the verdict
+    /// (systemd's `ExecReload=`): exit 0 once the new configuration is in force; non-zero, with
+    /// the daemon's reason, when it keeps running on the previous one.
+    Reload {
+        /// The daemon's control socket [default: `$CHATWATCH_CONTROL_SOCKET`, else
+        /// `$RUNTIME_DIRECTORY/control.sock`, else /run/chatwatch/control.sock].
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// How long to wait for the daemon's verdict.
+        #[arg(long, default_value = "50s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Perform a GWS chat operation as the configured agent.
     Chat(ChatArgs),
     /// Run the GWS simulator until Ctrl-C.
@@ -446,6 +458,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 tokio::spawn(stop_on_signal(shutdown.clone()));
                 service::run_reloadable(cfg, reload, shutdown).await
             })?;
+            Ok(())
+        }
+        Command::Reload { socket, timeout } => {
+            let path = socket.unwrap_or_else(service::control::client_socket_path);
+            let summary = runtime()?.block_on(service::control::request_reload(&path, timeout))?;
+            println!("reloaded: {summary}");
             Ok(())
         }
         Command::Chat(args) => {

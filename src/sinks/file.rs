@@ -1,7 +1,7 @@
 //! The `file` sink: events appended as JSON Lines to one file, with an explicit fsync policy.
 //!
 //! This module owns [`FileSinkConfig`] and the sink's writer: one dedicated OS thread that owns
-//! a `std::fs::File` opened with `O_APPEND` (mode `0600` when created) and is fed by the sink's
+//! a `std::fs::File` opened with `O_APPEND` (created with the sink's `mode`, default `0640`) and is fed by the sink's
 //! bounded queue. The thread is the only writer. It never uses `tokio::fs::File`, whose writes
 //! may report success before they happen (tokio#5531, tokio#6005).
 //!
@@ -93,9 +93,14 @@ pub enum FsyncPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
-    /// The file to append to, e.g. `/var/log/chatwatch/events.jsonl`. Created with mode `0600`
-    /// if missing; an existing file keeps its permissions and content. Required.
+    /// The file to append to, e.g. `/var/log/chatwatch/events.jsonl`. Created with `mode` if
+    /// missing; an existing file keeps its permissions and content. Required.
     pub path: PathBuf,
+    /// The permissions of the file when chatwatch creates it (at start, and after a reopen
+    /// finds it moved away), umask notwithstanding: an octal string such as `"0640"` (default:
+    /// the service's group may read) or `"0600"`. See [`FileMode`](super::mode::FileMode).
+    #[serde(default)]
+    pub mode: super::mode::FileMode,
     /// When to sync written lines to disk: `"always"` (after every batch), `"interval"`
     /// (default: at most every `fsync_interval`) or `"never"` (only at shutdown).
     #[serde(default)]
@@ -136,6 +141,7 @@ impl FileSinkConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
+            mode: super::mode::FileMode::default(),
             fsync: FsyncPolicy::default(),
             fsync_interval: default_fsync_interval(),
             queue_capacity: default_queue_capacity(),
@@ -173,6 +179,7 @@ impl FileSinkConfig {
             sink: name.to_owned(),
             path: self.path.clone(),
             create_dirs: self.create_dirs,
+            mode: self.mode,
         };
         let settings = WriterSettings {
             sink: name.to_owned(),
@@ -225,6 +232,7 @@ impl FileSinkConfig {
             sink: name.to_owned(),
             path: self.path.clone(),
             create_dirs: self.create_dirs,
+            mode: self.mode,
         };
         open_deliver(
             name,
@@ -441,6 +449,7 @@ struct StdOpener {
     sink: String,
     path: PathBuf,
     create_dirs: bool,
+    mode: super::mode::FileMode,
 }
 
 impl Opener for StdOpener {
@@ -463,6 +472,7 @@ impl Opener for StdOpener {
         }
         let file = options.open(&self.path)?;
         if !existed {
+            self.mode.apply(&file)?;
             // Make the new directory entry durable too.
             if let Err(error) = sync_dir(parent.unwrap_or(Path::new("."))) {
                 tracing::warn!(
@@ -2004,7 +2014,7 @@ mod tests {
             .await
             .expect("build");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        assert_eq!(mode, 0o640, "the default `mode`");
         let dir_mode = std::fs::metadata(dir.path().join("a/b"))
             .unwrap()
             .permissions()

@@ -37,6 +37,7 @@ pub mod deliver;
 pub mod file;
 pub mod filter;
 pub mod log;
+pub mod mode;
 pub mod webhook;
 mod writer;
 
