@@ -60,6 +60,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             with_signals(|shutdown| service::run_reloadable(cfg, reload, shutdown))?;
             Ok(())
         }
+        Command::Reload { socket, timeout } => {
+            let path = socket.unwrap_or_else(service::control::client_socket_path);
+            let summary = runtime()?.block_on(service::control::request_reload(&path, timeout))?;
+            println!("reloaded: {summary}");
+            Ok(())
+        }
         Command::Chat(args) => {
             init_cli_logging();
             let cfg = Config::load_for(&args.config, Purpose::Command)?;

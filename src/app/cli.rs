@@ -47,6 +47,18 @@ pub enum Command {
         #[arg(long)]
         outside_unit: bool,
     },
+    /// Ask the running daemon to reload its configuration file and wait for the verdict
+    /// (systemd's `ExecReload=`): exit 0 once the new configuration is in force; non-zero, with
+    /// the daemon's reason, when it keeps running on the previous one.
+    Reload {
+        /// The daemon's control socket [default: `$CHATWATCH_CONTROL_SOCKET`, else
+        /// `$RUNTIME_DIRECTORY/control.sock`, else /run/chatwatch/control.sock].
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// How long to wait for the daemon's verdict.
+        #[arg(long, default_value = "50s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Perform a GWS chat operation as the configured agent.
     Chat(ChatArgs),
     /// Run the GWS simulator until Ctrl-C.

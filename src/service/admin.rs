@@ -1,6 +1,7 @@
 //! The admin HTTP listener (default `127.0.0.1:9464`): `/metrics` in the Prometheus text
 //! format, `/livez` (the process answers) and `/readyz` (every account subscribed and the
-//! journal writable; 503 with a JSON body naming what is not ready).
+//! journal writable; 503 with a JSON body naming what is not ready) and
+//! `/schema/event.v1.json` (the JSON Schema of the event record, [`EVENT_SCHEMA`]).
 //!
 //! Metrics are recorded anywhere in the code through the `metrics` facade, under the names of
 //! the catalogue ([`crate::metrics`]); this module installs the process-wide Prometheus recorder
@@ -36,6 +37,10 @@ pub enum AdminError {
         source: std::io::Error,
     },
 }
+
+/// The JSON Schema of the event record (`schema/chatwatch.event.v1.json`), served at
+/// `GET /schema/event.v1.json`.
+pub const EVENT_SCHEMA: &str = include_str!("../../schema/chatwatch.event.v1.json");
 
 /// Buckets of `chatwatch_bayeux_connect_seconds`: a held connect returns after up to the hold
 /// time (30 s by default), a connect with pending deliveries in milliseconds.
@@ -126,6 +131,7 @@ impl AdminListener {
             .route("/metrics", get(metrics_route))
             .route("/livez", get(livez))
             .route("/readyz", get(readyz))
+            .route("/schema/event.v1.json", get(event_schema))
             .with_state(AdminState { health, prometheus });
         if let Some(addr) = self.local_addr() {
             info!(%addr, "admin listener: /metrics /livez /readyz");
@@ -157,6 +163,14 @@ async fn metrics_route(State(state): State<AdminState>) -> Response {
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         body,
+    )
+        .into_response()
+}
+
+async fn event_schema() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/schema+json")],
+        EVENT_SCHEMA,
     )
         .into_response()
 }

@@ -16,6 +16,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod config;
+pub mod control;
 pub mod health;
 pub mod logging;
 pub mod notify;
@@ -36,6 +37,7 @@ use crate::pipeline;
 use crate::secret::{ResolveMode, Resolver};
 use accounts::{AccountExit, AccountPlan, AccountSet};
 use config::{Config, ConfigError};
+use control::ReloadSummary;
 use health::Health;
 use logging::LogHandle;
 
@@ -185,6 +187,17 @@ async fn serve(
     });
 
     let mut hup = crate::signal::Hangup::new();
+    // `chatwatch reload` (ExecReload=) asks here and gets the verdict back.
+    let mut control = match (&reload, control::daemon_socket_path()) {
+        (Some(_), Some(path)) => match control::ControlListener::bind(&path, background.clone()) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                warn!(error = %e, "`chatwatch reload` is off; SIGHUP still reloads");
+                None
+            }
+        },
+        _ => None,
+    };
     let mut current = config;
     let mut first_error = None;
     loop {
@@ -207,10 +220,20 @@ async fn serve(
                 match &reload {
                     Some(reload) => {
                         notify::reloading();
-                        current = apply_reload(current, reload, &mut accounts, &mut delivery).await;
+                        current = apply_reload(current, reload, &mut accounts, &mut delivery).await.0;
                         notify::ready(&health.status_line());
                     }
                     None => info!("SIGHUP: reopening sink files"),
+                }
+            }
+            Some(request) = control::next_request(&mut control) => {
+                delivery.reopen();
+                if let Some(reload) = &reload {
+                    notify::reloading();
+                    let (next, verdict) = apply_reload(current, reload, &mut accounts, &mut delivery).await;
+                    current = next;
+                    request.answer(verdict);
+                    notify::ready(&health.status_line());
                 }
             }
         }
@@ -245,20 +268,22 @@ async fn serve(
     first_error.map_or(Ok(()), Err)
 }
 
-/// Reloads the configuration from `reload.file` and applies what changed. Returns the
-/// configuration now in force: the new one, or the old one when the new one is invalid (the
-/// reason is logged and counted in `chatwatch_config_reloads_total{result="failed"}`).
+/// Reloads the configuration from `reload.file` and applies what changed (SIGHUP and
+/// `chatwatch reload`). Returns the configuration now in force and the verdict: the new one and
+/// what changed, or the old one and why the new one cannot be used (logged and counted in
+/// `chatwatch_config_reloads_total{result="failed"}`).
 async fn apply_reload(
     current: Config,
     reload: &Reload,
     accounts: &mut AccountSet,
     delivery: &mut SinkRunner,
-) -> Config {
+) -> (Config, Result<ReloadSummary, String>) {
     let failed = |current: Config, why: String| {
         metrics::counter!(CONFIG_RELOADS, "result" => "failed").increment(1);
         error!(file = %reload.file.display(), error = %why, "SIGHUP: the new configuration cannot be used; still running on the previous one");
-        current
+        (current, Err(why))
     };
+    let mut needs_restart = Vec::new();
     info!(file = %reload.file.display(), "SIGHUP: reloading the configuration");
     let mut next = match Config::load(&reload.file)
         .and_then(|next| next.resolve(&mut Resolver::new(ResolveMode::Run)))
@@ -274,14 +299,17 @@ async fn apply_reload(
     if next.journal != current.journal {
         warn!("SIGHUP: [journal] changed; that needs a restart, the running journal is kept");
         next.journal = current.journal.clone();
+        needs_restart.push("journal".to_owned());
     }
     if next.admin != current.admin {
         warn!("SIGHUP: [admin] changed; that needs a restart, the running listener is kept");
         next.admin = current.admin.clone();
+        needs_restart.push("admin".to_owned());
     }
     if next.shutdown != current.shutdown {
         warn!("SIGHUP: [shutdown] changed; that needs a restart, the running value is kept");
         next.shutdown = current.shutdown.clone();
+        needs_restart.push("shutdown".to_owned());
     }
     // Sinks first: their validation and opening can still refuse the reload as a whole.
     let sinks = match delivery
@@ -309,7 +337,12 @@ async fn apply_reload(
         sinks_restarted = ?sinks.restarted,
         "SIGHUP: configuration reloaded"
     );
-    next
+    let summary = ReloadSummary {
+        accounts: changed,
+        sinks,
+        needs_restart,
+    };
+    (next, Ok(summary))
 }
 
 /// Raises the soft limit on open files to the hard one: each account holds two or three

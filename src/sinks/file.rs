@@ -3,7 +3,7 @@
 //! This module owns [`FileSinkConfig`] and [`FileSink`], the sink the journal runner
 //! ([`crate::delivery`]) drives through the [`Deliver`] contract. [`FileSinkConfig::build`]
 //! opens the file on a dedicated writer thread (the shared writer of `src/sinks/writer.rs`),
-//! which owns a `std::fs::File` opened with `O_APPEND` (mode `0600` when created) and is the
+//! which owns a `std::fs::File` opened with `O_APPEND` (created with the sink's `mode`, default `0640`) and is the
 //! only writer. It never uses `tokio::fs::File`, whose writes may report success before they
 //! happen (tokio#5531, tokio#6005).
 //!
@@ -52,9 +52,14 @@ pub use super::writer::FsyncPolicy;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
-    /// The file to append to, e.g. `/var/log/chatwatch/events.jsonl`. Created with mode `0600`
-    /// if missing; an existing file keeps its permissions and content. Required.
+    /// The file to append to, e.g. `/var/log/chatwatch/events.jsonl`. Created with `mode` if
+    /// missing; an existing file keeps its permissions and content. Required.
     pub path: PathBuf,
+    /// The permissions of the file when chatwatch creates it (at start, and after a reopen
+    /// finds it moved away), umask notwithstanding: an octal string such as `"0640"` (default:
+    /// the service's group may read) or `"0600"`. See [`FileMode`](super::mode::FileMode).
+    #[serde(default)]
+    pub mode: super::mode::FileMode,
     /// When to sync written lines to disk: `"always"` (after every batch), `"interval"`
     /// (default: at most every `fsync_interval`) or `"never"` (only at shutdown).
     #[serde(default)]
@@ -87,6 +92,7 @@ impl FileSinkConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
+            mode: super::mode::FileMode::default(),
             fsync: FsyncPolicy::default(),
             fsync_interval: default_fsync_interval(),
             create_dirs: default_create_dirs(),
@@ -123,6 +129,7 @@ impl FileSinkConfig {
             sink: name.to_owned(),
             path: self.path.clone(),
             create_dirs: self.create_dirs,
+            mode: self.mode,
         };
         build_with(
             name,
@@ -293,6 +300,7 @@ struct StdOpener {
     sink: String,
     path: PathBuf,
     create_dirs: bool,
+    mode: super::mode::FileMode,
 }
 
 impl Opener for StdOpener {
@@ -315,6 +323,7 @@ impl Opener for StdOpener {
         }
         let file = options.open(&self.path)?;
         if !existed {
+            self.mode.apply(&file)?;
             // Make the new directory entry durable too.
             if let Err(error) = sync_dir(parent.unwrap_or(Path::new("."))) {
                 tracing::warn!(
@@ -1084,7 +1093,7 @@ mod tests {
             .await
             .expect("build");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        assert_eq!(mode, 0o640, "the default `mode`");
         let dir_mode = std::fs::metadata(dir.path().join("a/b"))
             .unwrap()
             .permissions()

@@ -52,6 +52,7 @@ pub mod deliver;
 pub mod file;
 pub mod filter;
 pub mod log;
+pub mod mode;
 pub mod webhook;
 // NATS JetStream sink (issue 12).
 pub mod nats;

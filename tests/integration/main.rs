@@ -19,6 +19,7 @@ mod gws_sim;
 mod journal;
 mod nats;
 mod service;
+mod ship;
 mod sim;
 mod sim_websocket;
 mod sinks;

@@ -227,6 +227,8 @@ pub(crate) fn compress(plain: &Path) -> io::Result<()> {
         options.mode(0o600);
     }
     let out = options.open(&tmp)?;
+    // The compressed file is readable by whom the plain one was (the sink's `mode`).
+    out.set_permissions(source.metadata()?.permissions())?;
     let mut encoder = flate2::write::GzEncoder::new(
         io::BufWriter::with_capacity(256 * 1024, out),
         flate2::Compression::default(),

@@ -4,7 +4,7 @@
 //! # Files
 //!
 //! In the configured `dir`, the sink named `<name>` appends to the active file
-//! `<name>.jsonl` (mode `0600`; `dir` is created `0750` if missing). Rotation renames it to
+//! `<name>.jsonl` (created with `mode`, default `0640`; `dir` is created `0750` if missing). Rotation renames it to
 //! `<name>-<UTC YYYYMMDDTHHMMSSZ>-<seq>.jsonl` (the rotation time, and the seq of the file's first
 //! record, zero-padded to 12 digits), fsyncs the directory and starts a new active file. It
 //! happens before a write that would make the active file exceed `rotate_bytes`, and when the
@@ -102,6 +102,11 @@ pub struct AuditSinkConfig {
     /// `<dir>/<sink name>.jsonl`; rotated files sit beside it. Created (mode `0750`) if missing.
     /// Required.
     pub dir: PathBuf,
+    /// The permissions of the audit files chatwatch creates (the active file after a start,
+    /// rotation or reopen, and the compressed rotated files), umask notwithstanding: an octal
+    /// string such as `"0640"` (default: the service's group may read) or `"0600"`.
+    #[serde(default)]
+    pub mode: crate::sinks::mode::FileMode,
     /// When to sync: `"always"` (default: a batch is acknowledged once it is on disk, one
     /// fdatasync per batch) or `"interval"` (a batch is acknowledged after the next sync, at most
     /// one every `fsync_interval`: fewer fsyncs, more latency per batch). `"never"` is refused:
@@ -190,6 +195,7 @@ impl AuditSinkConfig {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
+            mode: crate::sinks::mode::FileMode::default(),
             fsync: default_fsync(),
             fsync_interval: default_fsync_interval(),
             rotate_bytes: default_rotate_bytes(),
@@ -386,6 +392,7 @@ struct AuditOutput {
     prev: Hash,
     rotate_bytes: u64,
     rotate_interval: Option<Duration>,
+    mode: crate::sinks::mode::FileMode,
     housekeeper: Housekeeper,
     failed_write: Counter,
     failed_encode: Counter,
@@ -418,7 +425,8 @@ impl AuditOutput {
         if !config.dir.exists() {
             create_dirs(&config.dir).map_err(|e| open_error(&config.dir, e))?;
         }
-        let active = open_active(sink, &config.dir, &path).map_err(|e| open_error(&path, e))?;
+        let active =
+            open_active(sink, &config.dir, &path, config.mode).map_err(|e| open_error(&path, e))?;
         let mut output = Self {
             sink: sink.to_owned(),
             dir: config.dir.clone(),
@@ -430,6 +438,7 @@ impl AuditOutput {
             prev: ZERO_HASH,
             rotate_bytes: config.rotate_bytes,
             rotate_interval: config.rotate_interval,
+            mode: config.mode,
             // Replaced below, once the chain is resumed.
             housekeeper: Housekeeper::idle(),
             failed_write: failed_counter(sink, "write"),
@@ -585,7 +594,7 @@ impl AuditOutput {
             )));
         }
         std::fs::rename(&self.path, &rotated).map_err(|e| fatal("renaming", &self.path, &e))?;
-        let active = open_active(&self.sink, &self.dir, &self.path)
+        let active = open_active(&self.sink, &self.dir, &self.path, self.mode)
             .map_err(|e| fatal("creating", &self.path, &e))?;
         sync_dir(&self.dir).map_err(|e| fatal("fsync of the directory", &self.dir, &e))?;
         self.active = active;
@@ -601,9 +610,14 @@ impl AuditOutput {
     }
 }
 
-/// Opens (creating, mode `0600`) the active file, truncates a torn last line, and reads its
+/// Opens (creating, with `mode`) the active file, truncates a torn last line, and reads its
 /// first record's seq.
-fn open_active(sink: &str, dir: &Path, path: &Path) -> io::Result<Active> {
+fn open_active(
+    sink: &str,
+    dir: &Path,
+    path: &Path,
+    mode: crate::sinks::mode::FileMode,
+) -> io::Result<Active> {
     let existed = path.symlink_metadata().is_ok();
     let mut options = std::fs::OpenOptions::new();
     options.read(true).append(true).create(true);
@@ -614,6 +628,7 @@ fn open_active(sink: &str, dir: &Path, path: &Path) -> io::Result<Active> {
     }
     let mut file = options.open(path)?;
     if !existed {
+        mode.apply(&file)?;
         sync_dir(dir)?;
     }
     let metadata = file.metadata()?;
@@ -700,7 +715,7 @@ impl Output for AuditOutput {
     }
 
     fn reopen(&mut self) -> io::Result<()> {
-        self.active = open_active(&self.sink, &self.dir, &self.path)?;
+        self.active = open_active(&self.sink, &self.dir, &self.path, self.mode)?;
         // The chain goes on from memory: the first record of a fresh file chains to the last
         // one written to the file that was renamed away.
         Ok(())

@@ -517,9 +517,10 @@ async fn files_are_private() {
     let logs = dir.path().join("a/logs");
     write(&small(&logs), 0..20, 20).await;
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&files::active_path(&logs, "audit")), 0o600);
+    // The default `mode`: the service's group may read.
+    assert_eq!(mode(&files::active_path(&logs, "audit")), 0o640);
     for path in rotated(&logs) {
-        assert_eq!(mode(&path), 0o600, "{}", path.display());
+        assert_eq!(mode(&path), 0o640, "{}", path.display());
     }
     assert_eq!(mode(&logs) & !0o750, 0);
 }
