@@ -128,6 +128,21 @@ pub const WEBHOOK_REQUEST_SECONDS: &str = "chatwatch_webhook_request_seconds";
 /// `chatwatch_webhook_endpoint_disabled` (gauge): 1 while the webhook endpoint is disabled after a 410 Gone.
 pub const WEBHOOK_ENDPOINT_DISABLED: &str = "chatwatch_webhook_endpoint_disabled";
 
+/// `chatwatch_nats_published_total` (counter): Events stored in the JetStream stream (PubAck).
+pub const NATS_PUBLISHED: &str = "chatwatch_nats_published_total";
+/// `chatwatch_nats_duplicates_total` (counter): PubAcks with duplicate=true (already in the stream; counted as delivered).
+pub const NATS_DUPLICATES: &str = "chatwatch_nats_duplicates_total";
+/// `chatwatch_nats_retries_total` (counter): Events published again after a failure.
+pub const NATS_RETRIES: &str = "chatwatch_nats_retries_total";
+/// `chatwatch_nats_failures_total` (counter): Failed NATS publishes or connection attempts, by cause.
+pub const NATS_FAILURES: &str = "chatwatch_nats_failures_total";
+/// `chatwatch_nats_puback_seconds` (histogram): Latency from publishing an event to its PubAck.
+pub const NATS_PUBACK_SECONDS: &str = "chatwatch_nats_puback_seconds";
+/// `chatwatch_nats_connected` (gauge): 1 while the NATS sink is connected to a server.
+pub const NATS_CONNECTED: &str = "chatwatch_nats_connected";
+/// `chatwatch_control_requests_total` (counter): Requests on the control socket (chatwatch reload), by result (ok, failed, refused, bad_request).
+pub const CONTROL_REQUESTS: &str = "chatwatch_control_requests_total";
+
 /// Every metric chatwatch exports.
 pub const CATALOGUE: &[Metric] = &[
     Metric {
@@ -405,6 +420,48 @@ pub const CATALOGUE: &[Metric] = &[
         kind: Kind::Gauge,
         unit: None,
         help: "1 while the webhook endpoint is disabled after a 410 Gone.",
+    },
+    Metric {
+        name: NATS_PUBLISHED,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Events stored in the JetStream stream (PubAck).",
+    },
+    Metric {
+        name: NATS_DUPLICATES,
+        kind: Kind::Counter,
+        unit: None,
+        help: "PubAcks with duplicate=true (already in the stream; counted as delivered).",
+    },
+    Metric {
+        name: NATS_RETRIES,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Events published again after a failure.",
+    },
+    Metric {
+        name: NATS_FAILURES,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Failed NATS publishes or connection attempts, by cause.",
+    },
+    Metric {
+        name: NATS_PUBACK_SECONDS,
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        help: "Latency from publishing an event to its PubAck.",
+    },
+    Metric {
+        name: NATS_CONNECTED,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "1 while the NATS sink is connected to a server.",
+    },
+    Metric {
+        name: CONTROL_REQUESTS,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Requests on the control socket (chatwatch reload), by result (ok, failed, refused, bad_request).",
     },
 ];
 

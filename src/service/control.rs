@@ -33,7 +33,7 @@ pub const SOCKET_NAME: &str = "control.sock";
 /// Where the client looks when neither variable is set (`RuntimeDirectory=chatwatch`).
 pub const DEFAULT_SOCKET: &str = "/run/chatwatch/control.sock";
 /// Counter of control requests, by `result` (`ok`, `failed`, `refused`, `bad_request`).
-pub const REQUESTS_METRIC: &str = "chatwatch_control_requests_total";
+pub use crate::metrics::CONTROL_REQUESTS as REQUESTS_METRIC;
 /// The longest request line read.
 const MAX_LINE: u64 = 256;
 

@@ -66,35 +66,8 @@ pub use config::{
 pub use deadletter::{deadletter_redrive, NatsRedriveReport};
 pub use sink::NatsSink;
 
-/// Metric: events stored in the stream (PubAck, not duplicate), labelled `sink`.
-pub const PUBLISHED: &str = "chatwatch_nats_published_total";
-/// Metric: PubAcks with `duplicate: true`, labelled `sink`.
-pub const DUPLICATES: &str = "chatwatch_nats_duplicates_total";
-/// Metric: events published again after a failure, labelled `sink`.
-pub const RETRIES: &str = "chatwatch_nats_retries_total";
-/// Metric: failed publishes or connection attempts, labelled `sink` and `cause`.
-pub const FAILURES: &str = "chatwatch_nats_failures_total";
-/// Metric: histogram of publish-to-PubAck latency in seconds, labelled `sink`.
-pub const PUBACK_SECONDS: &str = "chatwatch_nats_puback_seconds";
-/// Metric: gauge, 1 while the sink is connected to a server, labelled `sink`.
-pub const CONNECTED: &str = "chatwatch_nats_connected";
-
-/// Registers the descriptions of the NATS metrics with the installed recorder.
-pub fn describe_metrics() {
-    metrics::describe_counter!(PUBLISHED, "Events stored in the JetStream stream (PubAck).");
-    metrics::describe_counter!(
-        DUPLICATES,
-        "PubAcks with duplicate=true (already in the stream; counted as delivered)."
-    );
-    metrics::describe_counter!(RETRIES, "Events published again after a failure.");
-    metrics::describe_counter!(
-        FAILURES,
-        "Failed NATS publishes or connection attempts, by cause."
-    );
-    metrics::describe_histogram!(
-        PUBACK_SECONDS,
-        metrics::Unit::Seconds,
-        "Latency from publishing an event to its PubAck."
-    );
-    metrics::describe_gauge!(CONNECTED, "1 while the NATS sink is connected to a server.");
-}
+// The metric names, defined with their HELP text in the catalogue.
+pub use crate::metrics::{
+    NATS_CONNECTED as CONNECTED, NATS_DUPLICATES as DUPLICATES, NATS_FAILURES as FAILURES,
+    NATS_PUBACK_SECONDS as PUBACK_SECONDS, NATS_PUBLISHED as PUBLISHED, NATS_RETRIES as RETRIES,
+};
