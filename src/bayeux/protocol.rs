@@ -1428,7 +1428,6 @@ impl Protocol {
 }
 
 #[cfg(test)]
-#[path = "protocol_tests.rs"]
 mod tests;
 
 /// The `ack` grant of a handshake reply: `ext.ack` is `true` (old format, batch 0) or
