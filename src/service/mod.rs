@@ -4,9 +4,10 @@
 //! everything down in order when asked.
 //!
 //! Around that: the admin listener ([`admin`]: `/metrics`, `/livez`, `/readyz`), the shared
-//! [`health`] state, systemd notifications and the watchdog ([`notify`]), and SIGHUP (from
-//! [`crate::signal`]), which reloads the configuration file and adds, removes or restarts only
-//! the accounts and sinks that changed (an invalid file changes nothing).
+//! [`health`] state, systemd notifications and the watchdog ([`notify`]), and reloads: SIGHUP
+//! (from [`crate::signal`]) or `chatwatch reload` over the control socket ([`control`], which
+//! also returns the verdict), each re-reading the configuration file and adding, removing or
+//! restarting only the accounts and sinks that changed (an invalid file changes nothing).
 //!
 //! The path of an event: session task → bounded channel → pipeline task ([`crate::pipeline`]:
 //! GWS decode, chat tracker, event record) → the durable [`Journal`] → one delivery task per
