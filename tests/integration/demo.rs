@@ -9,13 +9,18 @@ use crate::support::DEADLINE;
 use serde_json::Value;
 use tokio::time::Instant;
 
+/// The complete lines of a JSON Lines file; each event record is checked against the schema.
 fn lines(path: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
+    let values: Vec<Value> = std::fs::read_to_string(path)
         .unwrap_or_default()
         .split_inclusive('\n')
         .filter(|l| l.ends_with('\n'))
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+        .collect();
+    for value in &values {
+        crate::support::schema::check_event("the demo's event files", value);
+    }
+    values
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

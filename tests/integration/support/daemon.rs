@@ -17,6 +17,9 @@ pub struct Daemon {
     child: Option<Child>,
     /// Working directory holding the config, the log and the event file.
     pub dir: tempfile::TempDir,
+    /// Per file read back: how many of its lines were already checked against the event schema
+    /// (files only grow; a shorter read starts over).
+    checked: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 impl Daemon {
@@ -122,10 +125,26 @@ filter = {{ entered_states = ["LeftChat"] }}
     /// Complete lines of another JSON Lines file in the working directory.
     pub fn lines_of(&self, name: &str) -> Vec<Value> {
         let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-        text.split_inclusive('\n')
+        let values: Vec<Value> = text
+            .split_inclusive('\n')
             .filter(|l| l.ends_with('\n'))
             .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+            .collect();
+        self.check_schema(name, &values);
+        values
+    }
+
+    /// Checks the lines of `name` not checked before against the event schema.
+    fn check_schema(&self, name: &str, values: &[Value]) {
+        let mut checked = self.checked.lock().unwrap();
+        let seen = checked.entry(name.to_owned()).or_default();
+        if *seen > values.len() {
+            *seen = 0;
+        }
+        for value in &values[*seen..] {
+            super::schema::check_event(name, value);
+        }
+        *seen = values.len();
     }
 
     /// Waits until some event satisfies `pred`, and returns all events at that moment.
@@ -188,6 +207,7 @@ filter = {{ entered_states = ["LeftChat"] }}
         Daemon {
             child: Some(child),
             dir,
+            checked: Default::default(),
         }
     }
 
@@ -199,10 +219,13 @@ filter = {{ entered_states = ["LeftChat"] }}
     /// Complete lines of the event file, parsed.
     pub fn events(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.events_path()).unwrap_or_default();
-        text.split_inclusive('\n')
+        let values: Vec<Value> = text
+            .split_inclusive('\n')
             .filter(|l| l.ends_with('\n'))
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
-            .collect()
+            .collect();
+        self.check_schema("events.jsonl", &values);
+        values
     }
 
     /// The daemon's log lines (JSON), parsed; unparseable lines are kept as strings.

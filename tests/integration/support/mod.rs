@@ -12,6 +12,7 @@ pub mod events;
 pub mod faye;
 pub mod metrics;
 pub mod ports;
+pub mod schema;
 pub mod sim;
 
 pub use daemon::{tail, Daemon};
