@@ -9,10 +9,8 @@
 //! rename, directory fsync), so the running sink's appends wait for it and none is lost; dead
 //! letters are rare (oversize events), so that wait is short and seldom.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -39,89 +37,9 @@ pub(crate) fn letter(sink: &str, event: &Event, reason: String) -> DeadLetter {
     }
 }
 
-fn lock_path(dir: &Path, sink: &str) -> PathBuf {
-    dir.join(format!("{sink}.jsonl.lock"))
-}
-
-fn ensure_dir(dir: &Path) -> io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-/// Takes the exclusive lock of `sink`'s dead-letter file (released when the handle drops).
-fn lock(dir: &Path, sink: &str) -> io::Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(lock_path(dir, sink))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map_err(io::Error::from)?;
-    Ok(file)
-}
-
-/// Proves at startup that dead letters can be written to `dir`.
-pub(crate) fn check_writable(dir: &Path, sink: &str) -> io::Result<()> {
-    ensure_dir(dir)?;
-    lock(dir, sink).map(drop)
-}
-
-/// Appends `letters` durably. Blocking.
-pub(crate) fn append(dir: &Path, sink: &str, letters: &[DeadLetter]) -> io::Result<()> {
-    let mut buf = Vec::new();
-    for letter in letters {
-        serde_json::to_writer(&mut buf, letter).map_err(io::Error::other)?;
-        buf.push(b'\n');
-    }
-    ensure_dir(dir)?;
-    let _lock = lock(dir, sink)?;
-    let path = dead_letter_path(dir, sink);
-    let existed = path.exists();
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(&path)?;
-    if file.metadata()?.len() > 0 {
-        let mut last = [0u8; 1];
-        file.seek(SeekFrom::End(-1))?;
-        file.read_exact(&mut last)?;
-        if last[0] != b'\n' {
-            buf.insert(0, b'\n');
-        }
-    }
-    file.write_all(&buf)?;
-    file.sync_data()?;
-    if !existed {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
-/// Writes `lines` as the new content of `sink`'s file, atomically. Blocking; call under the
-/// lock.
-fn replace(dir: &Path, sink: &str, lines: &[String]) -> io::Result<()> {
-    let tmp = dir.join(format!("{sink}.jsonl.tmp"));
-    {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        for line in lines {
-            file.write_all(line.as_bytes())?;
-            file.write_all(b"\n")?;
-        }
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, dead_letter_path(dir, sink))?;
-    File::open(dir)?.sync_all()
-}
+// The dead-letter file is the webhook sink's format and code: lock, append, check.
+pub(crate) use crate::sinks::webhook::{append, check_writable};
+use crate::sinks::webhook::{ensure_dir, lock};
 
 /// What a NATS redrive did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -231,7 +149,13 @@ pub async fn deadletter_redrive(
         }
     }
     if report.attempted > 0 {
-        replace(dir, sink, &keep).map_err(io_err)?;
+        let mut text = String::new();
+        for line in &keep {
+            text.push_str(line);
+            text.push('\n');
+        }
+        let tmp = dir.join(format!("{sink}.jsonl.tmp"));
+        crate::fs::replace_file(&path, &tmp, text.as_bytes()).map_err(|e| io_err(e.source))?;
     }
     report.remaining = keep.len();
     tracing::info!(

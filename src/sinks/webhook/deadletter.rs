@@ -105,7 +105,7 @@ pub(crate) fn ensure_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Takes the exclusive lock of `sink`'s dead-letter file (released when the handle drops).
-fn lock(dir: &Path, sink: &str) -> io::Result<File> {
+pub(crate) fn lock(dir: &Path, sink: &str) -> io::Result<File> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)

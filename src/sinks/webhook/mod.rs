@@ -63,6 +63,9 @@ pub use deadletter::{
     dead_letter_path, deadletter_list, deadletter_redrive, DeadLetter, RedriveFailure,
     RedriveReport,
 };
+// The dead-letter file's primitives, shared with the NATS sink (one file format, one
+// implementation).
+pub(crate) use deadletter::{append, check_writable, ensure_dir, lock};
 pub use service::{BODY_START_BYTES, DISABLED_REASON};
 pub use sign::{decode_secret, sign, verify, SecretError, SECRET_PREFIX};
 pub use sink::WebhookSink;
