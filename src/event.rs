@@ -21,11 +21,16 @@ mod id;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub use self::id::new_event_id;
+pub use self::id::{derived_event_id, new_event_id};
+
+/// The channel of the events chatwatch derives itself (kinds `disposition_set`,
+/// `disposition_overdue`, `action`): no Bayeux channel carried them.
+pub const DERIVED_CHANNEL: &str = "chatwatch/workflow";
 use crate::gws::notification::{
     self, Capability, ChatState, DecodeError, Notification, NotificationType, Participant,
     ReferenceId, CHAT_STATE_CHANGE_MESSAGE, MESSAGE_LOG_UPDATED,
 };
+use crate::gws::operations::ChatOperation;
 use crate::json::RawJson;
 
 /// The metric counting deliveries whose `data` could not be decoded (labels `account`,
@@ -53,6 +58,14 @@ pub enum EventKind {
     /// A chat the tracker knew that GWS no longer lists (found by state recovery); `chat` holds
     /// its id and last known state as `previous_state`.
     ChatVanished,
+    /// Derived by chatwatch: a chat's disposition code (the account's `disposition_key` in its
+    /// user data) changed; `disposition` holds the old and the new code.
+    DispositionSet,
+    /// Derived by chatwatch: a chat stayed pending disposition (in `LeftChat`) longer than the
+    /// account's `overdue_after`; `pending` says since when. Once per chat.
+    DispositionOverdue,
+    /// Derived by chatwatch: one attempt of a rule's chat operation and its outcome (`action`).
+    Action,
 }
 
 impl EventKind {
@@ -65,7 +78,19 @@ impl EventKind {
             Self::Other => "other",
             Self::Undecodable => "undecodable",
             Self::ChatVanished => "chat_vanished",
+            Self::DispositionSet => "disposition_set",
+            Self::DispositionOverdue => "disposition_overdue",
+            Self::Action => "action",
         }
+    }
+
+    /// Whether chatwatch derived this kind itself (workflow and rule events) rather than
+    /// receiving it from GWS.
+    pub fn is_derived(self) -> bool {
+        matches!(
+            self,
+            Self::DispositionSet | Self::DispositionOverdue | Self::Action
+        )
     }
 }
 
@@ -92,6 +117,64 @@ pub struct ChatRecord {
     /// The chat's REST URI as the server wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
+}
+
+/// A change of a chat's disposition code (kind `disposition_set`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispositionChange {
+    /// The user-data key the code is kept under (the account's `disposition_key`).
+    pub key: String,
+    /// The code before, `null` when there was none.
+    pub old: Option<String>,
+    /// The code now, `null` when the key was removed.
+    pub new: Option<String>,
+}
+
+/// How long a chat has been pending disposition (kind `disposition_overdue`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRecord {
+    /// When the chat entered `LeftChat` (RFC 3339, UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: time::OffsetDateTime,
+    /// The account's `overdue_after`, in whole seconds.
+    pub overdue_after_seconds: u64,
+    /// The disposition code the chat has, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disposition: Option<String>,
+}
+
+/// One attempt of a rule's chat operation (kind `action`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionRecord {
+    /// The rule's `name`.
+    pub rule: String,
+    /// The GWS `operationName` (`SetDisposition`, `Complete`, ...).
+    pub operation: String,
+    /// The position of the operation in the rule's `do` list, from 0.
+    pub step: usize,
+    /// The attempt, from 1 (attempts after the first follow an HTTP 503).
+    pub attempt: u32,
+    /// `accepted` (GWS answered `statusCode` 0), `rejected` (a non-zero `statusCode`, see
+    /// `gws_status`), `unavailable` (HTTP 503; retried unless `final`), `failed` (no usable
+    /// answer), `invalid` (refused before sending; nothing sent) or `dry_run` (nothing sent).
+    pub outcome: String,
+    /// Whether this is the operation's last attempt.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    /// Whether the rule is a dry run (nothing was sent).
+    pub dry_run: bool,
+    /// GWS's `statusCode`, when it answered with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gws_status: Option<i64>,
+    /// The HTTP status of the answer, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// GWS's `referenceId` of an accepted operation, to match the notification it causes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_id: Option<ReferenceId>,
+    /// What went wrong, for any outcome but `accepted` and `dry_run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// One event as every sink receives it (schema [`SCHEMA`]).
@@ -141,6 +224,15 @@ pub struct Event {
     /// (`GET /api/v2/me?subresources=*`) after chatwatch was not listening for a while.
     #[serde(default)]
     pub recovered: bool,
+    /// The disposition change of a `disposition_set` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disposition: Option<DispositionChange>,
+    /// The pending state of a `disposition_overdue` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingRecord>,
+    /// The attempt of an `action` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<ActionRecord>,
     /// The original `data`, as the exact JSON text the server sent (serialised verbatim, not as a
     /// string; see [`RawJson`] for the one normalisation: whitespace between tokens is dropped when
     /// the text has line breaks, so a record is always one line).
@@ -188,6 +280,9 @@ impl Event {
             error_message: None,
             decode_error: None,
             recovered: false,
+            disposition: None,
+            pending: None,
+            action: None,
             data,
         };
         match decoded {
@@ -269,7 +364,90 @@ impl Event {
             error_message: None,
             decode_error: None,
             recovered: true,
+            disposition: None,
+            pending: None,
+            action: None,
             data,
+        }
+    }
+
+    /// An event chatwatch derived itself (kinds `disposition_set`, `disposition_overdue`,
+    /// `action`) about chat `chat_id` of `account`, whose state chatwatch knows to be `state`.
+    /// `data` is the derived payload as chatwatch wrote it (`{"derived": kind, "chat": {"id"},
+    /// ...}`) and `event_id` is given by the caller (derived ids are deterministic, see
+    /// [`derived_event_id`]). The typed part (`disposition`, `pending` or `action`) is set by
+    /// the caller. Pure.
+    pub fn derived(
+        event_id: String,
+        account: &str,
+        kind: EventKind,
+        chat_id: &str,
+        state: Option<ChatState>,
+        received_at: time::OffsetDateTime,
+        data: Value,
+    ) -> Event {
+        let data = RawJson::from(data);
+        Event {
+            schema: SCHEMA.to_owned(),
+            event_id,
+            fingerprint: fingerprint(account, DERIVED_CHANNEL, &data),
+            received_at,
+            account: account.to_owned(),
+            channel: DERIVED_CHANNEL.to_owned(),
+            kind,
+            message_type: None,
+            notification_type: None,
+            reference_id: None,
+            chat: Some(ChatRecord {
+                id: Some(chat_id.to_owned()),
+                state: state.clone(),
+                previous_state: state,
+                ..ChatRecord::default()
+            }),
+            messages: None,
+            error_message: None,
+            decode_error: None,
+            recovered: false,
+            disposition: None,
+            pending: None,
+            action: None,
+            data,
+        }
+    }
+
+    /// The chat id this event is about, if any.
+    pub fn chat_id(&self) -> Option<&str> {
+        self.chat.as_ref()?.id.as_deref()
+    }
+
+    /// Whether this event reports the outcome of `op` on `chat_id`, sent in the request that
+    /// GWS answered with `reference_id`: an `Error`, or the kind of notification the operation
+    /// produces (a transcript update for messages and typing, a chat state change for everything
+    /// else, so the goodbye text of a `Leave` is not mistaken for its `LeftChat`). Matched by
+    /// `referenceId` when GWS returned one (an `Error` notification may name no chat),
+    /// otherwise by chat id. Used by `chatwatch chat --wait` and the operations API's `wait`.
+    pub fn answers(
+        &self,
+        chat_id: &str,
+        op: &ChatOperation,
+        reference_id: Option<&ReferenceId>,
+    ) -> bool {
+        let expected = match op {
+            ChatOperation::SendMessage { .. }
+            | ChatOperation::SendStartTypingNotification
+            | ChatOperation::SendStopTypingNotification => EventKind::MessageLog,
+            _ => EventKind::ChatState,
+        };
+        if self.kind != expected && self.kind != EventKind::Error {
+            return false;
+        }
+        let same_chat = self.chat_id() == Some(chat_id);
+        match reference_id {
+            Some(reference) => {
+                self.reference_id.as_ref() == Some(reference)
+                    && (same_chat || self.kind == EventKind::Error)
+            }
+            None => same_chat,
         }
     }
 

@@ -75,6 +75,7 @@ pub mod bayeux;
 pub mod channel;
 pub mod delivery;
 pub mod event;
+pub mod filter;
 pub mod fs;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -85,6 +86,7 @@ pub mod journal;
 pub mod json;
 pub mod metrics;
 pub mod pipeline;
+pub mod rules;
 pub mod secret;
 pub mod service;
 pub mod signal;

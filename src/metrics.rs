@@ -83,6 +83,16 @@ pub const RECOVERED_EVENTS: &str = "chatwatch_recovered_events_total";
 pub const DECODE_ERRORS: &str = "chatwatch_decode_errors_total";
 /// `chatwatch_dropped_events_total` (counter): Events lost before the journal, by account and cause.
 pub const DROPPED_EVENTS: &str = "chatwatch_dropped_events_total";
+/// `chatwatch_chats_pending_disposition` (gauge): Chats in LeftChat waiting for a disposition and Complete, by account.
+pub const PENDING_DISPOSITION: &str = "chatwatch_chats_pending_disposition";
+/// `chatwatch_pending_disposition_oldest_seconds` (gauge): Age of the oldest chat pending disposition, by account (0 when none).
+pub const PENDING_OLDEST_SECONDS: &str = "chatwatch_pending_disposition_oldest_seconds";
+/// `chatwatch_rule_actions_total` (counter): Attempts of rule operations by rule, operation and outcome.
+pub const RULE_ACTIONS: &str = "chatwatch_rule_actions_total";
+/// `chatwatch_rule_runs_total` (counter): Rule runs by rule and result (scheduled, done, failed, cancelled).
+pub const RULE_RUNS: &str = "chatwatch_rule_runs_total";
+/// `chatwatch_workflow_state_errors_total` (counter): Workflow state files that could not be read, parsed or written, by account and step.
+pub const WORKFLOW_STATE_ERRORS: &str = "chatwatch_workflow_state_errors_total";
 /// `chatwatch_tracker_evictions_total` (counter): Chats forgotten by the tracker's size bound (max_chats).
 pub const TRACKER_EVICTIONS: &str = "chatwatch_tracker_evictions_total";
 /// `chatwatch_journal_appended_total` (counter): Records appended to the journal.
@@ -288,6 +298,36 @@ pub const CATALOGUE: &[Metric] = &[
         kind: Kind::Counter,
         unit: None,
         help: "Events lost before the journal, by account and cause.",
+    },
+    Metric {
+        name: PENDING_DISPOSITION,
+        kind: Kind::Gauge,
+        unit: None,
+        help: "Chats in LeftChat waiting for a disposition and Complete, by account.",
+    },
+    Metric {
+        name: PENDING_OLDEST_SECONDS,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Seconds),
+        help: "Age of the oldest chat pending disposition, by account (0 when none).",
+    },
+    Metric {
+        name: RULE_ACTIONS,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Attempts of rule operations by rule, operation and outcome (accepted, rejected, unavailable, failed, invalid, dry_run).",
+    },
+    Metric {
+        name: RULE_RUNS,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Rule runs by rule and result (scheduled, done, failed, cancelled).",
+    },
+    Metric {
+        name: WORKFLOW_STATE_ERRORS,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Workflow state files that could not be read, parsed or written, by account and step.",
     },
     Metric {
         name: TRACKER_EVICTIONS,

@@ -15,9 +15,12 @@
 //! lists produces a `chat_vanished` event before it is forgotten. Nothing is dropped silently.
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
 use crate::bayeux::Delivery;
@@ -26,6 +29,8 @@ use crate::gws::notification::{self, decode_raw, ChatState, DecodeError, Notific
 use crate::gws::session::ChatSnapshot;
 use crate::journal::{Journal, JournalError};
 use crate::json::RawJson;
+use crate::rules::actor::ActorReport;
+use crate::rules::{ActionRequest, Workflow, WorkflowSettings};
 use crate::tracker::ChatTracker;
 
 /// The channel recovered chat events are reported on: the one their notifications use.
@@ -38,6 +43,14 @@ pub enum PipelineInput {
     Delivery(Delivery),
     /// The open chats GWS reported after a (re)handshake.
     Snapshot(ChatSnapshot),
+    /// What the account's actor did with a rule operation.
+    Actor(ActorReport),
+}
+
+impl From<ActorReport> for PipelineInput {
+    fn from(r: ActorReport) -> Self {
+        PipelineInput::Actor(r)
+    }
 }
 
 impl From<Delivery> for PipelineInput {
@@ -170,6 +183,8 @@ impl Pipeline {
                 vec![event]
             }
             PipelineInput::Snapshot(s) => self.reconcile(s),
+            // The workflow's input; the run loop hands it there.
+            PipelineInput::Actor(_) => Vec::new(),
         }
     }
 
@@ -280,8 +295,45 @@ pub struct PipelineError {
     pub source: JournalError,
 }
 
-/// Runs the pipeline task: until every sender is gone, turns inputs into events and appends
-/// them to the journal (in batches of what is waiting, so one fsync can cover many events).
+/// What ties a pipeline to its account's workflow ([`crate::rules`]): the shared workflow
+/// state, where it is persisted, where due operations go, and who listens to the events.
+#[derive(Debug, Clone)]
+pub struct WorkflowLink {
+    /// The account's workflow state (the operations API reads it too).
+    pub workflow: Arc<Mutex<Workflow>>,
+    /// The state file, rewritten after every batch that changed the durable state; `None`
+    /// keeps it in memory only.
+    pub state_file: Option<PathBuf>,
+    /// The account's actor, which performs the rules' operations; `None` when no rule applies.
+    pub actions: Option<mpsc::UnboundedSender<ActionRequest>>,
+    /// Every appended event, for the operations API's `wait` (sent only while someone listens).
+    pub events: broadcast::Sender<Arc<Event>>,
+}
+
+impl WorkflowLink {
+    /// A link to a fresh in-memory workflow with no rules (tests, benchmarks).
+    pub fn plain(account: &str, max_chats: usize) -> WorkflowLink {
+        WorkflowLink {
+            workflow: Arc::new(Mutex::new(Workflow::new(WorkflowSettings::plain(
+                account, max_chats,
+            )))),
+            state_file: None,
+            actions: None,
+            events: broadcast::channel(1).0,
+        }
+    }
+}
+
+/// How often the pending-disposition gauges are refreshed while a chat is pending.
+const GAUGE_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs the pipeline task: until every sender is gone, turns inputs into events, lets the
+/// account's workflow derive its events from them and say which rule operations are due, and
+/// appends them all to the journal (in batches of what is waiting, so one fsync can cover many
+/// events). After each append: the workflow's state file is rewritten if it changed, the due
+/// operations go to the actor, and the events to whoever listens. The task also wakes when a
+/// workflow timer is due (`overdue_after`, a rule's `after`).
+///
 /// Returns an error when the journal can no longer store events (a failed fsync): the daemon
 /// must stop rather than pretend. With `when_full = "drop_newest"` a full journal drops the
 /// batch, counted and logged, and the pipeline goes on.
@@ -290,58 +342,144 @@ pub async fn run(
     mut rx: mpsc::Receiver<PipelineInput>,
     journal: Journal,
     max_chats: usize,
+    link: WorkflowLink,
 ) -> Result<(), PipelineError> {
     let mut pipeline = Pipeline::new(&account, max_chats);
     // `chatwatch_events_total` handles by label set (a few dozen at most: the labels are bounded).
     let mut counters: HashMap<(&'static str, &'static str, String), metrics::Counter> =
         HashMap::new();
+    let pending_gauge = metrics::gauge!(crate::metrics::PENDING_DISPOSITION, "account" => account.clone());
+    let oldest_gauge = metrics::gauge!(crate::metrics::PENDING_OLDEST_SECONDS, "account" => account.clone());
     let mut inputs = Vec::with_capacity(APPEND_BATCH);
-    while rx.recv_many(&mut inputs, APPEND_BATCH).await > 0 {
-        let mut payloads = Vec::with_capacity(inputs.len());
-        for input in inputs.drain(..) {
-            for event in pipeline.process(input) {
-                let (message_type, state) = metric_labels(&event);
-                let key = (event.kind.as_str(), message_type, state);
-                match counters.get(&key) {
-                    Some(c) => c.increment(1),
-                    None => {
-                        let c = metrics::counter!(
-                            "chatwatch_events_total",
-                            "account" => account.clone(),
-                            "kind" => key.0,
-                            "message_type" => key.1,
-                            "state" => key.2.clone(),
-                        );
-                        c.increment(1);
-                        counters.insert(key, c);
+    let mut wake: Option<Duration> = wake_after(&link, &pending_gauge, &oldest_gauge);
+    loop {
+        let received = match wake {
+            None => rx.recv_many(&mut inputs, APPEND_BATCH).await,
+            Some(after) => tokio::select! {
+                n = rx.recv_many(&mut inputs, APPEND_BATCH) => n,
+                _ = tokio::time::sleep(after) => usize::MAX,
+            },
+        };
+        if received == 0 {
+            break;
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let mut events = Vec::with_capacity(inputs.len());
+        let (requests, saved) = {
+            let mut workflow = link.workflow.lock().unwrap_or_else(|e| e.into_inner());
+            for input in inputs.drain(..) {
+                match input {
+                    PipelineInput::Actor(ActorReport::Attempt(report)) => {
+                        events.extend(workflow.reported(report));
+                    }
+                    PipelineInput::Actor(ActorReport::NotPerformed(request)) => {
+                        workflow.not_performed(&request, now);
+                    }
+                    input => {
+                        for event in pipeline.process(input) {
+                            let derived = workflow.observe(&event);
+                            events.push(event);
+                            events.extend(derived);
+                        }
                     }
                 }
-                match serde_json::to_vec(&event) {
-                    Ok(p) => payloads.push(p),
-                    Err(e) => {
-                        warn!(account = %account, error = %e, "cannot encode an event; dropped")
-                    }
+            }
+            let due = workflow.poll(now);
+            events.extend(due.events);
+            let saved = workflow.take_dirty().then(|| workflow.saved());
+            (due.requests, saved)
+        };
+        let mut payloads = Vec::with_capacity(events.len());
+        for event in &events {
+            let (message_type, state) = metric_labels(event);
+            let key = (event.kind.as_str(), message_type, state);
+            match counters.get(&key) {
+                Some(c) => c.increment(1),
+                None => {
+                    let c = metrics::counter!(
+                        "chatwatch_events_total",
+                        "account" => account.clone(),
+                        "kind" => key.0,
+                        "message_type" => key.1,
+                        "state" => key.2.clone(),
+                    );
+                    c.increment(1);
+                    counters.insert(key, c);
+                }
+            }
+            match serde_json::to_vec(event) {
+                Ok(p) => payloads.push(p),
+                Err(e) => {
+                    warn!(account = %account, error = %e, "cannot encode an event; dropped")
                 }
             }
         }
-        if payloads.is_empty() {
-            continue;
-        }
-        let n = payloads.len();
-        match journal.append(payloads).await {
-            Ok(_) => {}
-            Err(JournalError::Full { .. }) => {
-                metrics::counter!("chatwatch_dropped_events_total", "account" => account.clone(), "cause" => "journal_full")
-                    .increment(n as u64);
-                tracing::error!(account = %account, dropped = n, "journal full (when_full = \"drop_newest\"): events dropped");
+        if !payloads.is_empty() {
+            let n = payloads.len();
+            match journal.append(payloads).await {
+                Ok(_) => {}
+                Err(JournalError::Full { .. }) => {
+                    metrics::counter!("chatwatch_dropped_events_total", "account" => account.clone(), "cause" => "journal_full")
+                        .increment(n as u64);
+                    tracing::error!(account = %account, dropped = n, "journal full (when_full = \"drop_newest\"): events dropped");
+                }
+                Err(source) => {
+                    tracing::error!(account = %account, error = %source, "the journal cannot store events; stopping");
+                    return Err(PipelineError { account, source });
+                }
             }
-            Err(source) => {
-                tracing::error!(account = %account, error = %source, "the journal cannot store events; stopping");
-                return Err(PipelineError { account, source });
+        }
+        if let (Some(saved), Some(file)) = (saved, &link.state_file) {
+            if let Err(e) = crate::rules::state::save(file, &saved) {
+                metrics::counter!(crate::metrics::WORKFLOW_STATE_ERRORS, "account" => account.clone(), "step" => "write").increment(1);
+                tracing::error!(account = %account, error = %e, "cannot persist the workflow state; derived events may repeat after a restart");
             }
         }
+        for request in requests {
+            match &link.actions {
+                Some(actions) if actions.send(request.clone()).is_ok() => {}
+                _ => {
+                    let mut workflow = link.workflow.lock().unwrap_or_else(|e| e.into_inner());
+                    workflow.not_performed(&request, now);
+                }
+            }
+        }
+        if link.events.receiver_count() > 0 {
+            for event in events {
+                let _ = link.events.send(Arc::new(event));
+            }
+        }
+        wake = wake_after(&link, &pending_gauge, &oldest_gauge);
     }
     Ok(())
+}
+
+/// Refreshes the pending-disposition gauges and says how long the pipeline may sleep before a
+/// workflow timer is due or the gauges need refreshing (`None`: until the next input).
+fn wake_after(
+    link: &WorkflowLink,
+    pending_gauge: &metrics::Gauge,
+    oldest_gauge: &metrics::Gauge,
+) -> Option<Duration> {
+    let workflow = link.workflow.lock().unwrap_or_else(|e| e.into_inner());
+    let now = time::OffsetDateTime::now_utc();
+    let (count, oldest) = workflow.pending();
+    pending_gauge.set(count as f64);
+    oldest_gauge.set(oldest.map_or(0.0, |since| (now - since).as_seconds_f64().max(0.0)));
+    let timer = workflow.next_deadline().map(|at| {
+        let left = at - now;
+        if left.is_negative() {
+            Duration::ZERO
+        } else {
+            // Rounded up to whole milliseconds, so a timer is never polled just before it is due.
+            Duration::from_millis(u64::try_from(left.whole_milliseconds()).unwrap_or(u64::MAX) + 1)
+        }
+    });
+    let gauges = (count > 0).then_some(GAUGE_EVERY);
+    match (timer, gauges) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// `message_type` and `state` labels of `chatwatch_events_total`. Values the model does not

@@ -187,7 +187,7 @@ pub async fn run(
                 continue;
             };
             let event = crate::pipeline::into_event(name, delivery, &mut tracker);
-            if !matches_result(&event, chat_id, op, &response) {
+            if !event.answers(chat_id, op, response.reference_id.as_ref()) {
                 continue;
             }
             if event.kind == EventKind::Error {
@@ -208,36 +208,6 @@ pub async fn run(
     stop.cancel();
     let _ = tokio::time::timeout(config.bayeux.max_network_delay, task).await;
     result
-}
-
-/// Whether `event` is the notification that reports the outcome of `op`, sent in the request
-/// that got `response`: an `Error`, or the kind of notification the operation produces (a
-/// transcript update for messages and typing, a chat state change for everything else, so the
-/// goodbye text of a `Leave` is not mistaken for its `LeftChat`). Matched by `referenceId` when
-/// GWS returned one (an `Error` notification may name no chat), otherwise by chat id.
-fn matches_result(
-    event: &Event,
-    chat_id: &str,
-    op: &ChatOperation,
-    response: &OperationResponse,
-) -> bool {
-    let expected = match op {
-        ChatOperation::SendMessage { .. }
-        | ChatOperation::SendStartTypingNotification
-        | ChatOperation::SendStopTypingNotification => EventKind::MessageLog,
-        _ => EventKind::ChatState,
-    };
-    if event.kind != expected && event.kind != EventKind::Error {
-        return false;
-    }
-    let same_chat = event.chat.as_ref().and_then(|c| c.id.as_deref()) == Some(chat_id);
-    match &response.reference_id {
-        Some(reference) => {
-            event.reference_id.as_ref() == Some(reference)
-                && (same_chat || event.kind == EventKind::Error)
-        }
-        None => same_chat,
-    }
 }
 
 /// What the wait loop receives.

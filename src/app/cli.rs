@@ -232,6 +232,9 @@ pub enum ChatOp {
         /// Place the interaction in this queue.
         #[arg(long)]
         queue_name: Option<String>,
+        /// Save last-agent-routing information in the Contact Profile (saveLAR).
+        #[arg(long)]
+        save_lar: Option<bool>,
         /// The closing text.
         #[command(flatten)]
         closing: ClosingArgs,
@@ -324,11 +327,13 @@ impl ChatOp {
             ChatOp::Complete {
                 chat_id,
                 queue_name,
+                save_lar,
                 closing,
             } => (
                 chat_id,
                 ChatOperation::Complete {
                     queue_name,
+                    save_lar,
                     closing: closing.into_closing(),
                 },
             ),

@@ -27,7 +27,7 @@ use crate::service::config::{
 };
 use crate::service::{self, ServiceError};
 use crate::sim::{ChatOffer, SimConfig, SimUser, Simulator};
-use crate::sinks::filter::FilterConfig;
+use crate::filter::FilterConfig;
 use crate::sinks::SinkConfig;
 
 /// The agent the demo logs in as.
@@ -94,6 +94,9 @@ pub fn demo_config(sim_url: &Url, dir: &std::path::Path) -> Config {
         proxy: None,
         use_env_proxy: false,
         server: ServerKind::Gws,
+        mode: crate::service::config::AccountMode::Agent,
+        disposition_key: crate::rules::DEFAULT_DISPOSITION_KEY.to_owned(),
+        overdue_after: None,
         contact_center_channels: vec!["chat".to_owned()],
         end_contact_center_session: true,
         recover_state: true,
@@ -141,6 +144,7 @@ pub fn demo_config(sim_url: &Url, dir: &std::path::Path) -> Config {
             enabled: true,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         },
+        rules: Vec::new(),
     }
 }
 
@@ -317,6 +321,7 @@ async fn life_cycle(
     tokio::time::sleep(step).await;
     let complete = ChatOperation::Complete {
         queue_name: None,
+        save_lar: None,
         closing: ClosingText::none(),
     };
     desk.operate(&chat, &complete).await?;

@@ -116,8 +116,40 @@ impl EventIds {
     }
 }
 
+/// A deterministic event id for an event chatwatch derives itself: a UUIDv7 string whose
+/// timestamp is `at` (Unix milliseconds) and whose other bits are the XXH3-128 hash of `parts`
+/// (each followed by a 0 byte). The same derivation (the same chat, rule, step, attempt, moment)
+/// always gives the same id, so if a crash between the journal append and the workflow's state
+/// file makes chatwatch derive an event twice, both copies carry one id, the idempotency key
+/// every receiver deduplicates on.
+pub fn derived_event_id(at: time::OffsetDateTime, parts: &[&str]) -> String {
+    let millis = u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update(&[0u8]);
+    }
+    let hash = hasher.digest128().to_be_bytes();
+    let mut random = [0u8; 10];
+    random.copy_from_slice(&hash[..10]);
+    let id = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
+    let mut text = uuid::Uuid::encode_buffer();
+    id.hyphenated().encode_lower(&mut text).to_owned()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn derived_ids_are_deterministic_v7() {
+        let at = time::macros::datetime!(2026-12-04 08:00 UTC);
+        let a = super::derived_event_id(at, &["acct", "chat", "overdue"]);
+        assert_eq!(a, super::derived_event_id(at, &["acct", "chat", "overdue"]));
+        assert_ne!(a, super::derived_event_id(at, &["acct", "chat2", "overdue"]));
+        let id = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!(id.get_version_num(), 7);
+        assert_eq!(id.get_timestamp().unwrap().to_unix().0, at.unix_timestamp() as u64);
+    }
+
     use super::*;
 
     #[test]

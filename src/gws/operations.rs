@@ -324,6 +324,9 @@ pub enum ChatOperation {
     Complete {
         /// A queue to place the interaction in (for example a post-processing queue).
         queue_name: Option<String>,
+        /// Save last-agent-routing information in the Contact Profile (`saveLAR`); GWS's
+        /// default when absent.
+        save_lar: Option<bool>,
         /// The optional closing message.
         closing: ClosingText,
     },
@@ -417,6 +420,7 @@ impl ChatOperation {
             Self::Complete {
                 queue_name,
                 closing,
+                ..
             } => {
                 optional(op, "queueName", queue_name.as_ref())?;
                 closing.validate_for(op)
@@ -490,10 +494,14 @@ impl ChatOperation {
             Self::Leave(closing) => closing.write_to(&mut body),
             Self::Complete {
                 queue_name,
+                save_lar,
                 closing,
             } => {
                 if let Some(queue) = queue_name {
                     body.insert("queueName".into(), queue.as_str().into());
+                }
+                if let Some(save) = save_lar {
+                    body.insert("saveLAR".into(), (*save).into());
                 }
                 closing.write_to(&mut body);
             }

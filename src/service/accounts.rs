@@ -8,7 +8,7 @@
 //! changed the account.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -21,7 +21,8 @@ use super::ServiceError;
 use crate::bayeux::client::{self, Heartbeat, SessionSettings, SessionStatus};
 use crate::gws::session::{GwsBehaviour, GwsHooks, GwsSession};
 use crate::journal::Journal;
-use crate::pipeline::{self, PipelineInput};
+use crate::pipeline::{self, PipelineInput, WorkflowLink};
+use crate::rules::{AccountHandle, Directory, Rule, WorkflowSettings};
 use crate::secret::Secret;
 
 /// Deliveries buffered between a session and its pipeline.
@@ -38,6 +39,8 @@ pub struct AccountKey {
     bayeux: BayeuxConfig,
     tracker: TrackerConfig,
     password: Option<Secret>,
+    /// The rules that apply to the account (a changed rule restarts the accounts it applies to).
+    rules: Vec<crate::rules::RuleConfig>,
 }
 
 /// One account, ready to start.
@@ -47,6 +50,7 @@ pub struct AccountPlan {
     settings: SessionSettings,
     gws: Option<(Arc<GwsSession>, GwsBehaviour)>,
     max_chats: usize,
+    workflow: WorkflowSettings,
 }
 
 impl AccountPlan {
@@ -72,11 +76,25 @@ impl AccountPlan {
             }
             ServerKind::Bayeux => None,
         };
+        let rules: Vec<_> = config
+            .rules
+            .iter()
+            .filter(|r| r.applies_to(name))
+            .cloned()
+            .collect();
         let key = AccountKey {
             account: account.clone(),
             bayeux: config.bayeux.clone(),
             tracker: config.tracker.clone(),
             password: http.basic_auth.as_ref().map(|(_, p)| p.clone()),
+            rules: rules.clone(),
+        };
+        let workflow = WorkflowSettings {
+            account: name.to_owned(),
+            disposition_key: account.disposition_key.clone(),
+            overdue_after: account.overdue_after,
+            rules: Rule::build_all(&rules),
+            max_chats: config.tracker.max_chats,
         };
         let settings = SessionSettings {
             account: name.to_owned(),
@@ -91,6 +109,7 @@ impl AccountPlan {
             settings,
             gws,
             max_chats: config.tracker.max_chats,
+            workflow,
         })
     }
 
@@ -138,21 +157,25 @@ pub struct AccountSet {
     running: BTreeMap<String, Running>,
     journal: Journal,
     health: Health,
+    directory: Directory,
     exits: mpsc::UnboundedSender<AccountExit>,
     next_generation: u64,
 }
 
 impl AccountSet {
-    /// An empty set; each account task reports its end on `exits`.
+    /// An empty set; each account task reports its end on `exits`, and each running account is
+    /// listed in `directory` (for the operations API).
     pub fn new(
         journal: Journal,
         health: Health,
+        directory: Directory,
         exits: mpsc::UnboundedSender<AccountExit>,
     ) -> AccountSet {
         AccountSet {
             running: BTreeMap::new(),
             journal,
             health,
+            directory,
             exits,
             next_generation: 0,
         }
@@ -171,6 +194,7 @@ impl AccountSet {
             .is_some_and(|r| r.generation == exit.generation);
         if current {
             self.running.remove(&exit.name);
+            self.directory.remove(&exit.name);
             let reason = match &exit.result {
                 Ok(()) => "the session ended".to_owned(),
                 Err(e) => e.to_string(),
@@ -188,6 +212,7 @@ impl AccountSet {
             settings,
             gws,
             max_chats,
+            workflow,
         } = plan;
         self.next_generation += 1;
         let generation = self.next_generation;
@@ -200,13 +225,29 @@ impl AccountSet {
                 heartbeat: settings.heartbeat.clone(),
             },
         );
+        let state_file = crate::rules::state::path(&self.journal.config().dir, &name);
+        let has_rules = !workflow.rules.is_empty();
+        let workflow = Arc::new(Mutex::new(crate::rules::state::load(&state_file, workflow)));
+        let handle = AccountHandle::new(
+            &name,
+            gws.as_ref().map(|(session, _)| session.clone()),
+            workflow.clone(),
+        );
+        let link = WorkflowLink {
+            workflow,
+            state_file: Some(state_file),
+            actions: None,
+            events: handle.events.clone(),
+        };
+        self.directory.insert(handle);
         let journal = self.journal.clone();
         let exits = self.exits.clone();
         let task_stop = stop.clone();
         let task_name = name.clone();
         let task = tokio::spawn(async move {
             let result = run_account(
-                &task_name, settings, gws, journal, max_chats, status_tx, task_stop,
+                &task_name, settings, gws, journal, max_chats, link, has_rules, status_tx,
+                task_stop,
             )
             .await;
             let _ = exits.send(AccountExit {
@@ -231,6 +272,7 @@ impl AccountSet {
     pub async fn stop(&mut self, name: &str) {
         if let Some(running) = self.running.remove(name) {
             self.health.remove_account(name);
+            self.directory.remove(name);
             running.stop.cancel();
             let mut task = running.task;
             if tokio::time::timeout(STOP_WITHIN, &mut task).await.is_err() {
@@ -247,6 +289,7 @@ impl AccountSet {
         for name in &names {
             if let Some(running) = self.running.remove(name) {
                 self.health.remove_account(name);
+                self.directory.remove(name);
                 running.stop.cancel();
                 stops.push((name.clone(), running.task));
             }
@@ -293,19 +336,43 @@ impl AccountSet {
     }
 }
 
-/// One account: the session task and its pipeline, until `stop` (then the session disconnects
-/// and the pipeline appends what it holds) or an error.
+/// One account: the session task, its pipeline and (when a rule applies) its actor, until `stop`
+/// (then the session disconnects, the actor finishes the operation in flight, and the pipeline
+/// appends what it holds) or an error.
+#[allow(clippy::too_many_arguments)]
 async fn run_account(
     name: &str,
     settings: SessionSettings,
     gws: Option<(Arc<GwsSession>, GwsBehaviour)>,
     journal: Journal,
     max_chats: usize,
+    mut link: WorkflowLink,
+    has_rules: bool,
     status: watch::Sender<SessionStatus>,
     stop: CancellationToken,
 ) -> Result<(), ServiceError> {
     let (tx, rx) = mpsc::channel::<PipelineInput>(PIPELINE_CAPACITY);
-    let pipeline = tokio::spawn(pipeline::run(name.to_owned(), rx, journal, max_chats));
+    let actor_stop = CancellationToken::new();
+    let actor = if has_rules {
+        let (requests_tx, requests_rx) = mpsc::unbounded_channel();
+        link.actions = Some(requests_tx);
+        Some(tokio::spawn(crate::rules::actor::run(
+            name.to_owned(),
+            gws.as_ref().map(|(session, _)| session.clone()),
+            requests_rx,
+            tx.clone(),
+            actor_stop.clone(),
+        )))
+    } else {
+        None
+    };
+    if let Some((_, behaviour)) = &gws {
+        if behaviour.start_contact_center_session.is_none() && !behaviour.end_contact_center_session
+        {
+            info!(account = %name, "listener mode: chatwatch will neither start nor end the agent's contact-centre session");
+        }
+    }
+    let pipeline = tokio::spawn(pipeline::run(name.to_owned(), rx, journal, max_chats, link));
     let session = match gws {
         Some((session, behaviour)) => {
             let hooks = Arc::new(GwsHooks::new(session, behaviour, tx.clone()));
@@ -318,7 +385,12 @@ async fn run_account(
             client::run(settings, hooks, tx, status, stop).await
         }
     };
-    // The session has dropped its sender: the pipeline appends what it holds and ends.
+    // The session has dropped its sender; the actor finishes the operation in flight and drops
+    // its own: the pipeline appends what it holds and ends.
+    actor_stop.cancel();
+    if let Some(actor) = actor {
+        let _ = actor.await;
+    }
     let pipelined = pipeline.await;
     if let Err(e) = &session {
         error!(account = %name, error = %e, "session stopped");

@@ -26,6 +26,7 @@ use crate::channel;
 use crate::http::HttpSettings;
 use crate::secret::{Resolver, Secret, SecretError, SecretSource};
 use crate::sinks::webhook::WebhookAuth;
+use crate::rules::RuleConfig;
 use crate::sinks::SinkConfig;
 
 /// The environment variable prefix; `CHATWATCH__BAYEUX__MAX_BACKOFF=10s` sets `bayeux.max_backoff`.
@@ -121,6 +122,10 @@ pub struct Config {
     /// The admin HTTP listener: `/metrics`, `/livez`, `/readyz`.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Rules that act on chats (`[[rules]]`): e.g. a chat still in `LeftChat` 10 minutes after
+    /// the agent left gets a disposition code and is completed. See [`RuleConfig`].
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
 }
 
 /// The accounts by name. Deserialises from an array of tables with a `name` key
@@ -306,16 +311,34 @@ pub struct AccountConfig {
     /// duplicates). Servers without it ignore the request. Default: true.
     #[serde(default = "yes")]
     pub ack: bool,
+    /// `listener` (default): chatwatch only listens; it never sends `StartContactCenterSession`
+    /// or `EndContactCenterSession`, so the agent's own desktop session (Workspace) is never
+    /// logged out by a restart of chatwatch. `agent`: chatwatch drives the agent's
+    /// contact-centre session itself: it starts one after subscribing (on
+    /// `contact_center_channels`) and ends it on shutdown (`end_contact_center_session`). Only
+    /// for accounts nobody else uses.
+    #[serde(default)]
+    pub mode: AccountMode,
+    /// The user-data key of the disposition code, as GWS's `dispositionKey` and Workspace's
+    /// `interaction.disposition.key-name`. Default: `DispositionCode`.
+    #[serde(default = "default_disposition_key")]
+    pub disposition_key: String,
+    /// Emit one `disposition_overdue` event per chat that stays pending disposition (in
+    /// `LeftChat`) longer than this, e.g. `"15m"`. Default: none (off).
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub overdue_after: Option<Duration>,
     /// `gws` (default): log in to GWS first (`GET /api/v2/me` for the `JSESSIONID` cookie and
     /// the CSRF token), start the contact-centre session, recover chat state after every
     /// (re)handshake. `bayeux`: a plain Bayeux/CometD server (no login; e.g. Faye).
     #[serde(default)]
     pub server: ServerKind,
-    /// Media channels for `StartContactCenterSession` after the subscriptions are confirmed;
-    /// an empty list starts none. Default: `["chat"]`.
+    /// In `mode = "agent"`: media channels for `StartContactCenterSession` after the
+    /// subscriptions are confirmed; an empty list starts none. Ignored in `listener` mode.
+    /// Default: `["chat"]`.
     #[serde(default = "default_media")]
     pub contact_center_channels: Vec<String>,
-    /// Send `EndContactCenterSession` on shutdown (when one was started). Default: true.
+    /// In `mode = "agent"`: send `EndContactCenterSession` on shutdown (when one was started).
+    /// Ignored in `listener` mode. Default: true.
     #[serde(default = "yes")]
     pub end_contact_center_session: bool,
     /// After every (re)handshake read `GET /api/v2/me?subresources=*` and report each chat whose
@@ -323,6 +346,21 @@ pub struct AccountConfig {
     /// `recovered: true`. Default: true.
     #[serde(default = "yes")]
     pub recover_state: bool,
+}
+
+/// Whether chatwatch only listens to an account or drives its contact-centre session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountMode {
+    /// Never start or end the agent's contact-centre session (the default).
+    #[default]
+    Listener,
+    /// Start the contact-centre session after subscribing and end it on shutdown.
+    Agent,
+}
+
+fn default_disposition_key() -> String {
+    crate::rules::DEFAULT_DISPOSITION_KEY.to_owned()
 }
 
 /// A Bayeux transport.
@@ -748,7 +786,26 @@ impl Config {
                     "a password is set but no username".into(),
                 ));
             }
+            if account.disposition_key.trim().is_empty() {
+                return Err(invalid(
+                    key("disposition_key"),
+                    "must not be empty".into(),
+                ));
+            }
+            if account.overdue_after.is_some_and(|d| d.is_zero()) {
+                return Err(invalid(
+                    key("overdue_after"),
+                    "must be greater than 0 (leave it out to turn the timer off)".into(),
+                ));
+            }
         }
+        let names: std::collections::HashSet<&str> =
+            self.accounts.keys().map(String::as_str).collect();
+        crate::rules::config::validate_all(&self.rules, &names).map_err(|e| ConfigError::Invalid {
+            file: file.to_owned(),
+            key: e.key,
+            message: e.message,
+        })?;
         let b = &self.bayeux;
         if b.backoff_increment.is_zero() {
             return Err(invalid(
@@ -885,10 +942,11 @@ impl AccountConfig {
 
     /// What the GWS layer does around the session (for `server = "gws"`).
     pub fn gws_behaviour(&self) -> crate::gws::session::GwsBehaviour {
+        let agent = self.mode == AccountMode::Agent;
         crate::gws::session::GwsBehaviour {
-            start_contact_center_session: (!self.contact_center_channels.is_empty())
+            start_contact_center_session: (agent && !self.contact_center_channels.is_empty())
                 .then(|| self.contact_center_channels.clone()),
-            end_contact_center_session: self.end_contact_center_session,
+            end_contact_center_session: agent && self.end_contact_center_session,
             recover_state: self.recover_state,
         }
     }

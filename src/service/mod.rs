@@ -166,7 +166,8 @@ async fn serve(
     let supervisor = tokio::spawn(notify::supervise(health.clone(), background.clone()));
 
     let (exits_tx, mut exits) = mpsc::unbounded_channel::<AccountExit>();
-    let mut accounts = AccountSet::new(journal.clone(), health.clone(), exits_tx);
+    let directory = crate::rules::Directory::new();
+    let mut accounts = AccountSet::new(journal.clone(), health.clone(), directory.clone(), exits_tx);
     let mut statuses = Vec::new();
     for (name, plan) in plans {
         statuses.push((name, accounts.start(plan)));

@@ -117,7 +117,7 @@ impl FileSinkConfig {
                 "must be greater than zero (use fsync = \"always\" to sync every batch)",
             ));
         }
-        self.filter.validate()
+        self.filter.validate().map_err(SinkError::filter)
     }
 
     /// Validates, starts the sink's writer thread and waits until it has opened the file

@@ -69,7 +69,7 @@ pub struct LogSinkConfig {
 impl LogSinkConfig {
     /// Checks the configuration; pure.
     pub fn validate(&self) -> Result<(), SinkError> {
-        self.filter.validate()
+        self.filter.validate().map_err(SinkError::filter)
     }
 
     /// Validates, then returns the running sink (nothing to acquire: the process log is the
@@ -218,6 +218,35 @@ pub(crate) fn summary(event: &Event) -> String {
             Some(p) => format!("chat vanished while not listening (was {p})"),
             None => "chat vanished while not listening".to_owned(),
         },
+        EventKind::DispositionSet => match &event.disposition {
+            Some(d) => format!(
+                "disposition {}: {} -> {}",
+                d.key,
+                d.old.as_deref().unwrap_or("(none)"),
+                d.new.as_deref().unwrap_or("(none)")
+            ),
+            None => "disposition set".to_owned(),
+        },
+        EventKind::DispositionOverdue => match &event.pending {
+            Some(p) => format!(
+                "disposition overdue: pending for more than {}s",
+                p.overdue_after_seconds
+            ),
+            None => "disposition overdue".to_owned(),
+        },
+        EventKind::Action => match &event.action {
+            Some(a) => format!(
+                "rule {}: {} {}{} (attempt {})",
+                a.rule,
+                a.operation,
+                a.outcome,
+                a.gws_status
+                    .map(|s| format!(", GWS status {s}"))
+                    .unwrap_or_default(),
+                a.attempt
+            ),
+            None => "rule action".to_owned(),
+        },
     }
 }
 
@@ -289,6 +318,9 @@ mod tests {
             error_message: None,
             decode_error: None,
             recovered: false,
+            disposition: None,
+            pending: None,
+            action: None,
             data: serde_json::json!({"messageType": "ChatStateChangeMessage"}).into(),
         }
     }

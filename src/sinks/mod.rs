@@ -5,7 +5,7 @@
 //! at its own cursor, so a slow or failing sink never holds up another and loses nothing. This
 //! module owns what sits below that runner: the sink configuration ([`SinkConfig`], one
 //! `type = "..."` table per sink), the one verb that builds a sink from it
-//! ([`SinkConfig::build`], giving an [`AnySink`]), the filter ([`filter`]) the runner applies
+//! ([`SinkConfig::build`], giving an [`AnySink`]), the filter ([`crate::filter`]) the runner applies
 //! for each sink, and the sinks themselves: [`log`], [`file`](mod@file), [`webhook`] and
 //! [`audit`]. The file-backed sinks share one writer thread (`writer.rs`) and the
 //! torn-line-free append (`append.rs`).
@@ -50,7 +50,6 @@ mod append;
 pub mod audit;
 pub mod deliver;
 pub mod file;
-pub mod filter;
 pub mod log;
 pub mod mode;
 pub mod webhook;
@@ -61,7 +60,7 @@ mod writer;
 
 pub use any::{AnySink, SinkConfig};
 pub use file::{FileSink, FileSinkConfig, FsyncPolicy};
-pub use filter::{channel_matches, FilterConfig};
+pub use crate::filter::{channel_matches, FilterConfig};
 pub use log::{LogFormat, LogLevel, LogSinkConfig};
 
 // The sink metric names, defined with their HELP text in the catalogue.
@@ -191,6 +190,14 @@ impl SinkError {
         Self::Invalid {
             field: field.into(),
             reason: reason.into(),
+        }
+    }
+
+    /// A filter's validation error as a sink configuration error.
+    pub(crate) fn filter(e: crate::filter::FilterError) -> Self {
+        Self::Invalid {
+            field: e.field,
+            reason: e.reason,
         }
     }
 

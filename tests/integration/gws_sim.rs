@@ -46,6 +46,7 @@ fn leave() -> ChatOperation {
 fn complete() -> ChatOperation {
     ChatOperation::Complete {
         queue_name: None,
+        save_lar: None,
         closing: ClosingText::none(),
     }
 }

@@ -103,6 +103,7 @@ fn trio_treat_as_needs_text() {
     let closing = ClosingText::new(None, None, Some(TreatAs::System));
     let op = ChatOperation::Complete {
         queue_name: None,
+        save_lar: None,
         closing,
     };
     assert_eq!(
@@ -259,6 +260,7 @@ fn empty_optional_strings_are_refused() {
     );
     let op = ChatOperation::Complete {
         queue_name: Some(" ".into()),
+        save_lar: None,
         closing: ClosingText::none(),
     };
     assert_eq!(
@@ -368,6 +370,7 @@ fn bodies_are_exactly_the_documented_json() {
         (
             ChatOperation::Complete {
                 queue_name: None,
+                save_lar: None,
                 closing: ClosingText::none(),
             },
             json!({"operationName": "Complete"}),
@@ -375,6 +378,7 @@ fn bodies_are_exactly_the_documented_json() {
         (
             ChatOperation::Complete {
                 queue_name: Some("PostProcessingQueue".into()),
+                save_lar: None,
                 closing: ClosingText::new(Some("Thanks".into()), None, Some(TreatAs::System)),
             },
             json!({"operationName": "Complete", "queueName": "PostProcessingQueue",
@@ -446,6 +450,7 @@ fn names_and_capabilities_match_the_wire_spelling() {
         ChatOperation::Leave(ClosingText::none()),
         ChatOperation::Complete {
             queue_name: None,
+            save_lar: None,
             closing: ClosingText::none(),
         },
         ChatOperation::Transfer {

@@ -273,7 +273,7 @@ impl AuditSinkConfig {
                 .validate(&key)
                 .map_err(|e| SinkError::invalid(e.key, e.message))?;
         }
-        self.filter.validate()
+        self.filter.validate().map_err(SinkError::filter)
     }
 
     /// Where the HMAC key comes from, with the key that names it in errors (`hmac_key.file`,

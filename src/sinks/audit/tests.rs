@@ -25,6 +25,9 @@ fn event(i: usize) -> Event {
         error_message: None,
         decode_error: None,
         recovered: false,
+        disposition: None,
+        pending: None,
+        action: None,
         data: serde_json::json!({"i": i, "text": "line\nbreak \"quoted\""}).into(),
     }
 }

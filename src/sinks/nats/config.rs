@@ -345,7 +345,7 @@ impl NatsSinkConfig {
                 "cert_file and key_file go together (mutual TLS needs both)",
             ));
         }
-        self.filter.validate()
+        self.filter.validate().map_err(SinkError::filter)
     }
 
     /// The one secret of `auth`, if any, with its field below the sink (`auth.token`, ...),

@@ -346,7 +346,7 @@ impl WebhookSinkConfig {
                 ));
             }
         }
-        self.filter.validate()
+        self.filter.validate().map_err(SinkError::filter)
     }
 
     /// Validates, then reads every secret and assembles the headers. Errors name the sink and

@@ -28,6 +28,9 @@ pub fn event(i: usize, state: &str, previous: Option<&str>) -> Event {
         error_message: None,
         decode_error: None,
         recovered: false,
+        disposition: None,
+        pending: None,
+        action: None,
         data: serde_json::json!({"messageType": "ChatStateChangeMessage", "i": i}).into(),
     }
 }

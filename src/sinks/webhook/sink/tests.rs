@@ -98,6 +98,9 @@ fn event(i: usize) -> Arc<Event> {
         error_message: None,
         decode_error: None,
         recovered: false,
+        disposition: None,
+        pending: None,
+        action: None,
         data: serde_json::json!({ "i": i }).into(),
     })
 }

@@ -24,6 +24,9 @@ fn event(channel: &str, state: Option<&str>, previous: Option<&str>) -> Event {
         error_message: None,
         decode_error: None,
         recovered: false,
+        disposition: None,
+        pending: None,
+        action: None,
         data: serde_json::json!({}).into(),
     }
 }

@@ -1,7 +1,8 @@
-//! Which events a sink receives.
+//! Which events a sink receives, and which events start a rule: the one filter vocabulary.
 //!
-//! This module owns [`FilterConfig`], the `filter = { ... }` table every sink accepts, and the
-//! Bayeux channel glob matcher [`channel_matches`]. A filter is a conjunction of lists: every
+//! This module owns [`FilterConfig`], the `filter = { ... }` table every sink accepts and the
+//! `when = { ... }` table of a rule (`crate::rules`), and re-exports the Bayeux channel glob
+//! matcher [`channel_matches`]. A filter is a conjunction of lists: every
 //! non-empty list must match the event (AND across lists) and a list matches when any of its
 //! entries does (OR within a list). A filter with every list empty accepts every event. Names
 //! are compared exactly (case-sensitive), as the server spells them, so `"LeftChat"` and
@@ -13,7 +14,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, EventKind};
 
-use super::SinkError;
+/// A filter entry is malformed; `field` is its path inside the filter's table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid `{field}`: {reason}")]
+pub struct FilterError {
+    /// The offending field, e.g. `filter.channels[0]`.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl FilterError {
+    fn new(field: String, reason: impl Into<String>) -> Self {
+        FilterError {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
 
 /// Which events a sink receives; `filter = { entered_states = ["LeftChat"] }` delivers only the
 /// moments a chat enters `LeftChat`.
@@ -64,7 +82,7 @@ impl FilterConfig {
     /// Checks the filter without touching anything outside it: rejects empty names and
     /// malformed channel patterns. The error names the offending field, e.g.
     /// `filter.channels[1]`.
-    pub fn validate(&self) -> Result<(), SinkError> {
+    pub fn validate(&self) -> Result<(), FilterError> {
         let names = [
             ("message_types", &self.message_types),
             ("notification_types", &self.notification_types),
@@ -75,7 +93,7 @@ impl FilterConfig {
         for (field, list) in names {
             for (i, value) in list.iter().enumerate() {
                 if value.is_empty() {
-                    return Err(SinkError::invalid(
+                    return Err(FilterError::new(
                         format!("filter.{field}[{i}]"),
                         "must not be empty",
                     ));
@@ -84,7 +102,7 @@ impl FilterConfig {
         }
         for (i, pattern) in self.channels.iter().enumerate() {
             if let Err(reason) = crate::channel::validate_pattern(pattern) {
-                return Err(SinkError::invalid(
+                return Err(FilterError::new(
                     format!("filter.channels[{i}]"),
                     reason.to_string(),
                 ));
