@@ -301,6 +301,8 @@ struct Auth {
     user: String,
     nickname: String,
     csrf: String,
+    /// The HTTP session the request belongs to (existing or just opened).
+    session: String,
     /// A session created by this request: its id goes out in `Set-Cookie`.
     new_session: Option<String>,
 }
@@ -326,6 +328,7 @@ fn authenticate(shared: &Shared, headers: &HeaderMap, modifying: bool) -> Result
                 nickname: nickname(shared, &user),
                 user,
                 csrf,
+                session: sid,
                 new_session: None,
             });
         }
@@ -357,6 +360,7 @@ fn authenticate(shared: &Shared, headers: &HeaderMap, modifying: bool) -> Result
         user: user.username.clone(),
         nickname: user.nickname.clone(),
         csrf,
+        session: sid.clone(),
         new_session: Some(sid),
     })
 }
@@ -547,9 +551,15 @@ fn post_me(shared: &Shared, auth: &Auth, body: &[u8], rec: &mut LoggedRequest) -
                 .unwrap_or_default();
             Json(json!({"statusCode": 0})).into_response()
         }
+        // GWS: "logs out the agent and restores the agent's default device assignment ... also
+        // invalidates the client HTTP session". The agent is logged out for every session of
+        // the user (a Workspace desktop beside chatwatch included); the calling HTTP session
+        // ends, with its CometD sessions.
         Some("EndContactCenterSession") => {
             agent.contact_center = false;
             agent.channels.clear();
+            agent.logouts += 1;
+            st.http.remove(&auth.session);
             Json(json!({"statusCode": 0})).into_response()
         }
         Some(other) => gws_error(
@@ -716,6 +726,7 @@ fn side_door(
             .map_err(|e| gws(StatusCode::INTERNAL_SERVER_ERROR, 4, e.to_string())),
         (false, ["sessions"]) => serde_json::to_value(shared.sessions())
             .map_err(|e| gws(StatusCode::INTERNAL_SERVER_ERROR, 4, e.to_string())),
+        (false, ["agents"]) => Ok(shared.agents()),
         (false, ["chats", id]) => {
             let st = shared.lock();
             st.chats

@@ -7,7 +7,7 @@
 //! | endpoint | what |
 //! | --- | --- |
 //! | `GET /api/v2/me[?subresources=*]` | the user; with `*` or `chats`, also `user.chats` (open chats) |
-//! | `POST /api/v2/me` | `StartContactCenterSession` / `EndContactCenterSession` (recorded per user) |
+//! | `POST /api/v2/me` | `StartContactCenterSession` / `EndContactCenterSession` (per user: End logs the agent out for every session of the user, and ends the calling HTTP session) |
 //! | `GET /api/v2/me/chats`, `GET /api/v2/me/chats/{id}` | open chats / one chat |
 //! | `POST /api/v2/me/chats/{id}` | the chat operations (`reference/gws-api.md` §4) |
 //! | `POST /api/v2/notifications[/...]` | CometD long-polling (handshake, connect, subscribe, unsubscribe, disconnect) |
@@ -33,7 +33,8 @@
 //! `POST /sim/expire-bayeux`, `/sim/expire-http`, `/sim/restart`; `POST /sim/pause`
 //! `{"agent","paused"}`; `POST /sim/set-state` `{"chatId","state"}`; `POST /sim/customer-message`
 //! `{"chatId","text"}`, `/sim/customer-leave` `{"chatId"}`, `/sim/revoke` `{"chatId"}`;
-//! `GET /sim/requests`, `/sim/sessions`, `/sim/chats`, `/sim/chats/{id}`.
+//! `GET /sim/requests`, `/sim/sessions`, `/sim/agents` (contact-centre state, logouts and HTTP
+//! sessions per user), `/sim/chats`, `/sim/chats/{id}`.
 //!
 //! # Where GWS is unknown, and what the simulator does
 //!

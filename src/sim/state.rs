@@ -97,6 +97,8 @@ pub(super) struct AgentState {
     pub channels: Vec<String>,
     /// Notifications for this agent are dropped (an outage).
     pub paused: bool,
+    /// `EndContactCenterSession` calls so far (each logs the agent out everywhere).
+    pub logouts: u64,
 }
 
 /// Everything behind the lock.
@@ -379,6 +381,29 @@ impl Shared {
             .collect();
         out.sort_by(|a, b| a.client_id.cmp(&b.client_id));
         out
+    }
+
+    /// Each agent's contact-centre state and open HTTP sessions, as `GET /sim/agents` shows
+    /// them: `{"<user>": {"contact_center": bool, "channels": [...], "logouts": n,
+    /// "http_sessions": n}}`.
+    pub fn agents(&self) -> Value {
+        let st = self.lock();
+        let mut out = serde_json::Map::new();
+        for user in &self.cfg.users {
+            let name = &user.username;
+            let agent = st.agents.get(name);
+            let sessions = st.http.values().filter(|s| &s.user == name).count();
+            out.insert(
+                name.clone(),
+                json!({
+                    "contact_center": agent.is_some_and(|a| a.contact_center),
+                    "channels": agent.map(|a| a.channels.clone()).unwrap_or_default(),
+                    "logouts": agent.map_or(0, |a| a.logouts),
+                    "http_sessions": sessions,
+                }),
+            );
+        }
+        Value::Object(out)
     }
 
     /// Open chats of `user`, oldest first, as resources.

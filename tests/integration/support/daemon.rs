@@ -79,6 +79,9 @@ url = "{url}"
 username = "agent1"
 password = "{password}"
 use_env_proxy = false
+# These tests drive the agent's contact-centre session (bring-up order, End on shutdown); the
+# listener default has tests of its own (tests/integration/workflow.rs).
+mode = "agent"
 
 [bayeux]
 max_network_delay = "2s"
