@@ -25,7 +25,7 @@ pub use self::id::{derived_event_id, new_event_id};
 
 /// The channel of the events chatwatch derives itself (kinds `disposition_set`,
 /// `disposition_overdue`, `action`): no Bayeux channel carried them.
-pub const DERIVED_CHANNEL: &str = "chatwatch/workflow";
+pub const DERIVED_CHANNEL: &str = "/chatwatch/workflow";
 use crate::gws::notification::{
     self, Capability, ChatState, DecodeError, Notification, NotificationType, Participant,
     ReferenceId, CHAT_STATE_CHANGE_MESSAGE, MESSAGE_LOG_UPDATED,

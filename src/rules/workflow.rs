@@ -512,7 +512,9 @@ impl Workflow {
             return;
         };
         for (name, run) in entry.runs.iter_mut() {
-            if run.status != RunStatus::Scheduled {
+            // `unless` cancels a run that waits for its first operation; a run under way (its
+            // own SetDisposition causes a disposition_set) goes on unless the chat ended.
+            if run.status != RunStatus::Scheduled || (run.step > 0 && !ended) {
                 continue;
             }
             let cancels = ended
