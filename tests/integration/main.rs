@@ -26,3 +26,4 @@ mod sinks;
 mod tls;
 mod webhook;
 mod websocket;
+mod workflow;
