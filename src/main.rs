@@ -100,6 +100,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 listen: args.listen,
                 step: args.step,
                 live_every: args.live_every,
+                rule_after: args.rule_after,
             };
             with_signals(|shutdown| app::demo::run(opts, shutdown))?;
             Ok(())

@@ -441,6 +441,10 @@ pub struct DemoArgs {
     /// Pause between live chats after the script (0s: stop after the script).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub live_every: Duration,
+    /// How long the demo's auto-close rule waits after a chat is left alone (the README's rule:
+    /// 10 minutes).
+    #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
+    pub rule_after: Duration,
 }
 
 #[cfg(test)]

@@ -4,7 +4,11 @@
 //! Lines file of every event, and a second file filtered to transitions into `LeftChat`, the
 //! disposition trigger), and plays an agent through a scripted life cycle with chatwatch's own
 //! chat operations: offer → accept → messages → leave → disposition → complete, then a conference
-//! leave that ends in `Completed`. Then it keeps offering chats until stopped.
+//! leave that ends in `Completed`, then the post-leave workflow: a chat the agent leaves alone and
+//! forgets becomes pending disposition, is reported overdue, and the demo's `auto-close` rule (the
+//! README's, with its 10 minutes shortened to a few seconds) sets `DispositionCode = AutoClosed`
+//! and completes it through the account's own GWS session. Then it keeps offering chats until
+//! stopped.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,9 +21,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 use url::Url;
 
+use crate::filter::FilterConfig;
 use crate::gws::operations::{ChatOperation, ClosingText};
 use crate::gws::session::{GwsSession, SessionError};
 use crate::http::HttpSettings;
+use crate::rules::RuleConfig;
 use crate::secret::{Secret, SecretSource};
 use crate::service::config::{
     AccountConfig, Accounts, AdminConfig, BayeuxConfig, Config, LogConfig, ServerKind,
@@ -27,7 +33,6 @@ use crate::service::config::{
 };
 use crate::service::{self, ServiceError};
 use crate::sim::{ChatOffer, SimConfig, SimUser, Simulator};
-use crate::filter::FilterConfig;
 use crate::sinks::SinkConfig;
 
 /// The agent the demo logs in as.
@@ -45,6 +50,9 @@ pub struct DemoOptions {
     pub step: Duration,
     /// Pause between two live chats after the script; zero stops after the script.
     pub live_every: Duration,
+    /// How long the auto-close rule waits after a chat is left alone (the README's rule says 10
+    /// minutes; the demo shortens it).
+    pub rule_after: Duration,
 }
 
 impl Default for DemoOptions {
@@ -54,6 +62,7 @@ impl Default for DemoOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             step: Duration::from_millis(400),
             live_every: Duration::from_secs(5),
+            rule_after: Duration::from_secs(4),
         }
     }
 }
@@ -75,9 +84,24 @@ pub enum DemoError {
     NotListening,
 }
 
-/// The daemon configuration the demo runs: the simulator as account `main`, a log sink, every
-/// event in `dir/events.jsonl`, and transitions into `LeftChat` in `dir/left-chat.jsonl`.
-pub fn demo_config(sim_url: &Url, dir: &std::path::Path) -> Config {
+/// The demo's version of the README rule: `after` is `rule_after` instead of 10 minutes.
+pub fn demo_rule(rule_after: Duration) -> RuleConfig {
+    let text = format!(
+        "name = \"auto-close\"\n\
+         when = {{ entered_states = [\"LeftChat\"] }}\n\
+         after = \"{}ms\"\n\
+         unless = [\"Completed\", \"Revoked\", \"disposition_set\"]\n\
+         do = [{{ set_disposition = {{ code = \"AutoClosed\" }} }}, {{ complete = {{}} }}]\n",
+        rule_after.as_millis()
+    );
+    toml::from_str(&text).unwrap_or_else(|e| unreachable!("built-in rule config: {e}"))
+}
+
+/// The daemon configuration the demo runs: the simulator as account `main` (in agent mode:
+/// the demo drives the agent), a log sink, every event in `dir/events.jsonl`, transitions into
+/// `LeftChat` in `dir/left-chat.jsonl`, chats pending disposition overdue after half of
+/// `rule_after`, and the auto-close rule after `rule_after`.
+pub fn demo_config(sim_url: &Url, dir: &std::path::Path, rule_after: Duration) -> Config {
     let account = AccountConfig {
         name: None,
         enabled: true,
@@ -96,7 +120,7 @@ pub fn demo_config(sim_url: &Url, dir: &std::path::Path) -> Config {
         server: ServerKind::Gws,
         mode: crate::service::config::AccountMode::Agent,
         disposition_key: crate::rules::DEFAULT_DISPOSITION_KEY.to_owned(),
-        overdue_after: None,
+        overdue_after: Some(rule_after / 2),
         contact_center_channels: vec!["chat".to_owned()],
         end_contact_center_session: true,
         recover_state: true,
@@ -144,7 +168,7 @@ pub fn demo_config(sim_url: &Url, dir: &std::path::Path) -> Config {
             enabled: true,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         },
-        rules: Vec::new(),
+        rules: vec![demo_rule(rule_after)],
     }
 }
 
@@ -161,7 +185,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<PathB
         ..SimConfig::default()
     };
     let sim = Simulator::start(opts.listen, sim_cfg).await?;
-    let config = demo_config(&sim.base_url(), &dir);
+    let config = demo_config(&sim.base_url(), &dir, opts.rule_after);
     config
         .validate(std::path::Path::new("(demo)"))
         .map_err(|e| DemoError::Service(e.into()))?;
@@ -214,10 +238,10 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<PathB
         desk.login().await?;
         let step = opts.step;
         tokio::select! {
-            r = script(&sim, &desk, step) => r?,
+            r = script(&sim, &desk, step, opts.rule_after) => r?,
             _ = shutdown.cancelled() => return Ok(()),
         }
-        info!("demo script done: one chat left alone (LeftChat → disposition → Completed), one conference chat left (Completed)");
+        info!("demo script done: one chat left alone (LeftChat → disposition → Completed), one conference chat left (Completed), one chat left and forgotten (pending → overdue → completed by the auto-close rule)");
         if opts.live_every.is_zero() {
             return Ok(());
         }
@@ -229,8 +253,13 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<PathB
             }
             n += 1;
             let customer = format!("Live customer {n}");
+            let ending = if n.is_multiple_of(4) {
+                Ending::Conference
+            } else {
+                Ending::ByHand
+            };
             tokio::select! {
-                r = life_cycle(&sim, &desk, step, &customer, n.is_multiple_of(4)) => r?,
+                r = life_cycle(&sim, &desk, step, &customer, ending) => { r?; }
                 _ = shutdown.cancelled() => return Ok(()),
             }
         }
@@ -256,21 +285,58 @@ fn desk_session(base: &Url) -> Result<GwsSession, SessionError> {
     GwsSession::new("desk", base.clone(), http, Duration::from_secs(10))
 }
 
-/// The scripted part: a standalone chat through disposition, then a conference leave.
-async fn script(sim: &Simulator, desk: &GwsSession, step: Duration) -> Result<(), SessionError> {
-    life_cycle(sim, desk, step, "Pat", false).await?;
-    life_cycle(sim, desk, step, "Sam (conference)", true).await
+/// The scripted part: a standalone chat through disposition, a conference leave, then a chat
+/// left alone that the auto-close rule completes.
+async fn script(
+    sim: &Simulator,
+    desk: &GwsSession,
+    step: Duration,
+    rule_after: Duration,
+) -> Result<(), SessionError> {
+    life_cycle(sim, desk, step, "Pat", Ending::ByHand).await?;
+    life_cycle(sim, desk, step, "Sam (conference)", Ending::Conference).await?;
+    let chat = life_cycle(sim, desk, step, "Robin (left alone)", Ending::LeftAlone).await?;
+    info!(
+        chat = %chat,
+        "the agent left chat {chat} alone and forgot it: it is pending disposition; the auto-close rule acts in {rule_after:?}"
+    );
+    let deadline = tokio::time::Instant::now() + rule_after + Duration::from_secs(30);
+    loop {
+        let state = sim.chat(&chat);
+        let state = state.as_ref().and_then(|c| c["state"].as_str());
+        if state == Some("Completed") {
+            info!(chat = %chat, "the auto-close rule set DispositionCode = AutoClosed and completed chat {chat}");
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(chat = %chat, "the auto-close rule did not complete chat {chat} in time");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
-/// One chat: offered, accepted, a few messages, left; a standalone chat then gets its
-/// disposition and is completed (a conference leave already ends in `Completed`).
+/// How a demo chat ends after the agent's `Leave`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Alone in the chat: `LeftChat`, then the agent sets the disposition and completes it.
+    ByHand,
+    /// A conference: the leave ends it in `Completed`.
+    Conference,
+    /// Alone in the chat, and then forgotten: `LeftChat` until a rule acts.
+    LeftAlone,
+}
+
+/// One chat: offered, accepted, a few messages, left; then ended as `ending` says. Returns the
+/// chat id.
 async fn life_cycle(
     sim: &Simulator,
     desk: &GwsSession,
     step: Duration,
     customer: &str,
-    conference: bool,
-) -> Result<(), SessionError> {
+    ending: Ending,
+) -> Result<String, SessionError> {
+    let conference = ending == Ending::Conference;
     let mut user_data = Map::new();
     user_data.insert("Subject".into(), json!("Billing question"));
     let chat = sim.offer_chat(
@@ -310,8 +376,8 @@ async fn life_cycle(
     )
     .await?;
     tokio::time::sleep(step).await;
-    if conference {
-        return Ok(());
+    if ending != Ending::ByHand {
+        return Ok(chat);
     }
     let disposition = ChatOperation::SetDisposition {
         disposition: "Resolved".to_owned(),
@@ -325,5 +391,5 @@ async fn life_cycle(
         closing: ClosingText::none(),
     };
     desk.operate(&chat, &complete).await?;
-    Ok(())
+    Ok(chat)
 }

@@ -27,7 +27,16 @@ fn lines(path: &std::path::Path) -> Vec<Value> {
 async fn the_demo_plays_the_life_cycle_keeps_going_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_chatwatch"))
-        .args(["demo", "--step", "20ms", "--live-every", "100ms", "--dir"])
+        .args([
+            "demo",
+            "--step",
+            "20ms",
+            "--live-every",
+            "100ms",
+            "--rule-after",
+            "1s",
+            "--dir",
+        ])
         .arg(dir.path())
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
@@ -36,14 +45,20 @@ async fn the_demo_plays_the_life_cycle_keeps_going_and_stops_on_ctrl_c() {
         .unwrap();
     let events_path = dir.path().join("events.jsonl");
     let deadline = Instant::now() + DEADLINE;
-    // Wait until the script is done and live traffic has produced a completed chat too.
+    // Wait until the script is done (the rule completed the chat left alone) and live traffic
+    // has produced a completed chat too.
     let events = loop {
         let events = lines(&events_path);
         let completed = events
             .iter()
             .filter(|e| e["chat"]["state"] == "Completed")
             .count();
-        if completed >= 3 {
+        let rule_done = events.iter().any(|e| {
+            e["kind"] == "action"
+                && e["action"]["operation"] == "Complete"
+                && e["action"]["outcome"] == "accepted"
+        });
+        if completed >= 4 && rule_done {
             break events;
         }
         assert!(child.try_wait().unwrap().is_none(), "demo exited early");
@@ -116,4 +131,37 @@ async fn the_demo_plays_the_life_cycle_keeps_going_and_stops_on_ctrl_c() {
     assert_eq!(completed["chat"]["previous_state"], "Chatting");
     let triggers = lines(&dir.path().join("left-chat.jsonl"));
     assert!(!triggers.is_empty() && triggers.iter().all(|e| e["chat"]["state"] == "LeftChat"));
+
+    // The third: left alone and forgotten: pending, overdue once, then the auto-close rule sets
+    // the disposition and completes it, each operation an `action` event.
+    let rule_chat = events
+        .iter()
+        .find(|e| e["kind"] == "action")
+        .map(|e| e["chat"]["id"].as_str().unwrap().to_owned())
+        .unwrap();
+    assert_ne!(rule_chat, first);
+    assert_ne!(rule_chat, second);
+    let of = |kind: &str| {
+        events
+            .iter()
+            .filter(|e| e["chat"]["id"] == rule_chat.as_str() && e["kind"] == kind)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of("disposition_overdue").len(), 1);
+    let actions: Vec<_> = of("action")
+        .iter()
+        .map(|e| e["action"]["operation"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(actions, ["SetDisposition", "Complete"]);
+    let set = of("disposition_set");
+    assert_eq!(set.len(), 1);
+    assert_eq!(set[0]["disposition"]["new"], "AutoClosed");
+    assert!(events
+        .iter()
+        .any(|e| e["chat"]["id"] == rule_chat.as_str() && e["chat"]["state"] == "Completed"));
+    // Chats dispositioned by hand never met the rule.
+    assert!(events
+        .iter()
+        .filter(|e| e["kind"] == "action")
+        .all(|e| e["chat"]["id"] == rule_chat.as_str()));
 }
