@@ -21,7 +21,12 @@
 //! ```
 //!
 //! [`pipeline`] is one account's glue between its session and the journal: decode, then the
-//! tracker, then the pure event constructor, then the append. Around the data path:
+//! tracker, then the pure event constructor, then the append; it also feeds each event to the
+//! account's post-leave workflow ([`rules`]: pending dispositions, overdue timers, the
+//! `[[rules]]` that act), appends the events the workflow derives (`disposition_set`,
+//! `disposition_overdue`, `action`) like any other, and hands the operations a rule performs to
+//! the account's actor (`rules::actor`), which sends them through the account's GWS session.
+//! The sink filter vocabulary that sinks and rules share lives in [`filter`]. Around the data path:
 //! [`gws::session`] (login, CSRF, recovery snapshots) and [`gws::operations`] (the chat
 //! operations such as `Leave`, with their validation); [`service`] (configuration, the admin
 //! listener, systemd notify and watchdog, the reload control socket, health); [`app`] (what each
@@ -37,6 +42,8 @@
 //!
 //! - per account: one session task (Bayeux protocol and transport, GWS login and recovery)
 //!   feeding a bounded channel, and one pipeline task draining it into the journal;
+//!   with rules, one actor task performing their operations (retries on 503) and reporting each
+//!   attempt back to the pipeline;
 //! - the journal: one OS thread, `journal-writer`, that owns the active segment and performs
 //!   every append in order, syncing groups of appends together (group commit);
 //! - per sink: one delivery task reading the journal at the sink's cursor and handing the sink

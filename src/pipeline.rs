@@ -13,6 +13,14 @@
 //! `chat_state` event marked `recovered: true` (so a `LeftChat` that happened while chatwatch was
 //! not listening still reaches the disposition webhook), and every tracked chat that GWS no longer
 //! lists produces a `chat_vanished` event before it is forgotten. Nothing is dropped silently.
+//!
+//! After the tracker, every event goes to the account's workflow ([`Workflow`], sans I/O): the
+//! events it derives (`disposition_set`, `disposition_overdue`, `action`) are appended in the same
+//! batch, its timers wake the pipeline ([`Workflow::next_deadline`]), the operations its rules
+//! start are handed to the account's actor, whose reports come back as [`PipelineInput::Actor`].
+//! After each append the workflow's state is saved (after the journal, so a restart never
+//! re-fires what the journal already holds) and the appended events are broadcast to the
+//! operations API's waiters.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -348,8 +356,10 @@ pub async fn run(
     // `chatwatch_events_total` handles by label set (a few dozen at most: the labels are bounded).
     let mut counters: HashMap<(&'static str, &'static str, String), metrics::Counter> =
         HashMap::new();
-    let pending_gauge = metrics::gauge!(crate::metrics::PENDING_DISPOSITION, "account" => account.clone());
-    let oldest_gauge = metrics::gauge!(crate::metrics::PENDING_OLDEST_SECONDS, "account" => account.clone());
+    let pending_gauge =
+        metrics::gauge!(crate::metrics::PENDING_DISPOSITION, "account" => account.clone());
+    let oldest_gauge =
+        metrics::gauge!(crate::metrics::PENDING_OLDEST_SECONDS, "account" => account.clone());
     let mut inputs = Vec::with_capacity(APPEND_BATCH);
     let mut wake: Option<Duration> = wake_after(&link, &pending_gauge, &oldest_gauge);
     loop {
