@@ -423,7 +423,11 @@ async fn the_readme_rule_completes_a_chat_left_alone_and_a_chat_completed_by_han
     // The chat completed by hand, whose time came before the other's, got nothing.
     assert!(of_kind(&events, "action", &by_hand).is_empty());
     assert_eq!(requests_for(&sim, &by_hand, "SetDisposition"), 0);
-    assert_eq!(requests_for(&sim, &by_hand, "Complete"), 1, "only the agent's own");
+    assert_eq!(
+        requests_for(&sim, &by_hand, "Complete"),
+        1,
+        "only the agent's own"
+    );
 
     // Restart: the rule's work is not done again.
     let dir = stop(daemon).await;
@@ -470,5 +474,52 @@ async fn a_dry_run_records_the_actions_and_sends_nothing() {
     assert_eq!(requests_for(&sim, &chat, "SetDisposition"), 0);
     assert_eq!(requests_for(&sim, &chat, "Complete"), 0);
     assert_eq!(sim.chat(&chat).unwrap()["state"], "LeftChat");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_operation_is_an_action_event_with_the_gws_status_and_stops_the_list() {
+    let sim = simulator().await;
+    let desk = desk(&sim).await;
+    let admin = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    // SendMessage is not valid in LeftChat: GWS answers statusCode 2.
+    let rule = r#"
+[[rules]]
+name = "nudge"
+when = { entered_states = ["LeftChat"] }
+do = [{ send_message = { text = "Are you still there?" } }, { complete = {} }]
+"#;
+    let text = config(sim.base_url().as_str(), dir.path(), admin, "", rule);
+    let daemon = start(dir, &text);
+    daemon.wait_listening(1).await;
+    let chat = left_chat(&sim, &desk, "Pat").await;
+    let events = daemon
+        .wait_event("the refused SendMessage", |e| {
+            e["kind"] == "action" && e["chat"]["id"] == chat.as_str()
+        })
+        .await;
+    let action = &of_kind(&events, "action", &chat)[0]["action"];
+    assert_eq!(action["operation"], "SendMessage");
+    assert_eq!(action["outcome"], "rejected");
+    assert_eq!(action["gws_status"], 2);
+    assert_eq!(action["final"], true, "status 2 is not retried");
+    assert!(
+        action["message"].as_str().unwrap().contains("status 2"),
+        "the documented meaning is named: {action}"
+    );
+    wait_metric(
+        admin,
+        "chatwatch_rule_actions_total",
+        "outcome=\"rejected\"",
+        |v| v == 1.0,
+    )
+    .await;
+    // The list stopped: no Complete was sent, the chat still waits.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(requests_for(&sim, &chat, "SendMessage"), 1);
+    assert_eq!(requests_for(&sim, &chat, "Complete"), 0);
+    assert_eq!(sim.chat(&chat).unwrap()["state"], "LeftChat");
+    assert_eq!(of_kind(&daemon.events(), "action", &chat).len(), 1);
     sim.shutdown().await;
 }
