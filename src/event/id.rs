@@ -144,10 +144,16 @@ mod tests {
         let at = time::macros::datetime!(2026-12-04 08:00 UTC);
         let a = super::derived_event_id(at, &["acct", "chat", "overdue"]);
         assert_eq!(a, super::derived_event_id(at, &["acct", "chat", "overdue"]));
-        assert_ne!(a, super::derived_event_id(at, &["acct", "chat2", "overdue"]));
+        assert_ne!(
+            a,
+            super::derived_event_id(at, &["acct", "chat2", "overdue"])
+        );
         let id = uuid::Uuid::parse_str(&a).unwrap();
         assert_eq!(id.get_version_num(), 7);
-        assert_eq!(id.get_timestamp().unwrap().to_unix().0, at.unix_timestamp() as u64);
+        assert_eq!(
+            id.get_timestamp().unwrap().to_unix().0,
+            at.unix_timestamp() as u64
+        );
     }
 
     use super::*;

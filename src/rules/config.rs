@@ -347,7 +347,8 @@ mod tests {
         assert!(message.contains("`treatAs` can only be sent together with `text`"));
         let empty_when = "[[rules]]\nname = \"r\"\nwhen = {}\ndo = [{ complete = {} }]";
         assert!(check(empty_when).starts_with("rules[0].when"));
-        let bad_name = "[[rules]]\nname = \"a b\"\nwhen = { states = [\"X\"] }\ndo = [{ complete = {} }]";
+        let bad_name =
+            "[[rules]]\nname = \"a b\"\nwhen = { states = [\"X\"] }\ndo = [{ complete = {} }]";
         assert!(check(bad_name).starts_with("rules[0].name"));
     }
 

@@ -40,7 +40,10 @@ pub fn load(file: &Path, settings: WorkflowSettings) -> Workflow {
     match serde_json::from_slice::<SavedWorkflow>(&text) {
         Ok(saved) if saved.version == STATE_VERSION => Workflow::restore(settings, saved),
         Ok(saved) => {
-            set_aside(file, &format!("version {} is not {STATE_VERSION}", saved.version));
+            set_aside(
+                file,
+                &format!("version {} is not {STATE_VERSION}", saved.version),
+            );
             metrics::counter!(crate::metrics::WORKFLOW_STATE_ERRORS, "account" => settings.account.clone(), "step" => "parse").increment(1);
             Workflow::new(settings)
         }

@@ -459,10 +459,7 @@ impl Workflow {
                         new: code,
                     };
                     let mut e = Event::derived(
-                        derived_event_id(
-                            at,
-                            &[&account, id, "disposition_set", &event.event_id],
-                        ),
+                        derived_event_id(at, &[&account, id, "disposition_set", &event.event_id]),
                         &account,
                         EventKind::DispositionSet,
                         id,
@@ -486,8 +483,7 @@ impl Workflow {
     /// Keeps the chat count within `max_chats`: drops the least recently updated chat, one
     /// without durable state if there is one.
     fn make_room(&mut self, incoming: &str) {
-        if self.chats.len() < self.settings.max_chats.max(1) || self.chats.contains_key(incoming)
-        {
+        if self.chats.len() < self.settings.max_chats.max(1) || self.chats.contains_key(incoming) {
             return;
         }
         let victim = self
@@ -555,7 +551,10 @@ impl Workflow {
                 continue;
             }
             let after = time::Duration::try_from(config.after).unwrap_or(time::Duration::MAX);
-            let due = event.received_at.checked_add(after).unwrap_or(event.received_at);
+            let due = event
+                .received_at
+                .checked_add(after)
+                .unwrap_or(event.received_at);
             tracing::info!(account = %self.settings.account, chat_id = chat, rule = %config.name, due = %due, "rule scheduled for this chat");
             metrics::counter!(crate::metrics::RULE_RUNS, "rule" => config.name.clone(), "result" => "scheduled").increment(1);
             entry.runs.insert(

@@ -24,9 +24,9 @@ use url::Url;
 use crate::bayeux::protocol::ProtocolConfig;
 use crate::channel;
 use crate::http::HttpSettings;
+use crate::rules::RuleConfig;
 use crate::secret::{Resolver, Secret, SecretError, SecretSource};
 use crate::sinks::webhook::WebhookAuth;
-use crate::rules::RuleConfig;
 use crate::sinks::SinkConfig;
 
 /// The environment variable prefix; `CHATWATCH__BAYEUX__MAX_BACKOFF=10s` sets `bayeux.max_backoff`.
@@ -325,7 +325,11 @@ pub struct AccountConfig {
     pub disposition_key: String,
     /// Emit one `disposition_overdue` event per chat that stays pending disposition (in
     /// `LeftChat`) longer than this, e.g. `"15m"`. Default: none (off).
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub overdue_after: Option<Duration>,
     /// `gws` (default): log in to GWS first (`GET /api/v2/me` for the `JSESSIONID` cookie and
     /// the CSRF token), start the contact-centre session, recover chat state after every
@@ -787,10 +791,7 @@ impl Config {
                 ));
             }
             if account.disposition_key.trim().is_empty() {
-                return Err(invalid(
-                    key("disposition_key"),
-                    "must not be empty".into(),
-                ));
+                return Err(invalid(key("disposition_key"), "must not be empty".into()));
             }
             if account.overdue_after.is_some_and(|d| d.is_zero()) {
                 return Err(invalid(
@@ -801,10 +802,12 @@ impl Config {
         }
         let names: std::collections::HashSet<&str> =
             self.accounts.keys().map(String::as_str).collect();
-        crate::rules::config::validate_all(&self.rules, &names).map_err(|e| ConfigError::Invalid {
-            file: file.to_owned(),
-            key: e.key,
-            message: e.message,
+        crate::rules::config::validate_all(&self.rules, &names).map_err(|e| {
+            ConfigError::Invalid {
+                file: file.to_owned(),
+                key: e.key,
+                message: e.message,
+            }
         })?;
         let b = &self.bayeux;
         if b.backoff_increment.is_zero() {

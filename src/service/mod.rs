@@ -167,7 +167,8 @@ async fn serve(
 
     let (exits_tx, mut exits) = mpsc::unbounded_channel::<AccountExit>();
     let directory = crate::rules::Directory::new();
-    let mut accounts = AccountSet::new(journal.clone(), health.clone(), directory.clone(), exits_tx);
+    let mut accounts =
+        AccountSet::new(journal.clone(), health.clone(), directory.clone(), exits_tx);
     let mut statuses = Vec::new();
     for (name, plan) in plans {
         statuses.push((name, accounts.start(plan)));

@@ -58,9 +58,9 @@ pub mod nats;
 pub mod readiness;
 mod writer;
 
+pub use crate::filter::{channel_matches, FilterConfig};
 pub use any::{AnySink, SinkConfig};
 pub use file::{FileSink, FileSinkConfig, FsyncPolicy};
-pub use crate::filter::{channel_matches, FilterConfig};
 pub use log::{LogFormat, LogLevel, LogSinkConfig};
 
 // The sink metric names, defined with their HELP text in the catalogue.

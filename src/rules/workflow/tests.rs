@@ -89,7 +89,13 @@ fn a_chat_is_pending_from_left_chat_until_completed() {
     let mut wf = workflow(None, "");
     wf.observe(&change("c1", "Chatting", None, at(0), json!({})));
     assert_eq!(wf.pending(), (0, None));
-    wf.observe(&change("c1", "LeftChat", Some("Chatting"), at(5), json!({})));
+    wf.observe(&change(
+        "c1",
+        "LeftChat",
+        Some("Chatting"),
+        at(5),
+        json!({}),
+    ));
     assert_eq!(wf.pending(), (1, Some(at(5))));
     // A repeated LeftChat (a recovered one after a restart) keeps the first time.
     wf.observe(&change("c1", "LeftChat", None, at(50), json!({})));
@@ -98,16 +104,31 @@ fn a_chat_is_pending_from_left_chat_until_completed() {
     assert_eq!(view.state, Some(ChatState::LeftChat));
     assert_eq!(view.pending_since, Some(at(5)));
     assert!(wf.take_dirty());
-    wf.observe(&change("c1", "Completed", Some("LeftChat"), at(60), json!({})));
+    wf.observe(&change(
+        "c1",
+        "Completed",
+        Some("LeftChat"),
+        at(60),
+        json!({}),
+    ));
     assert_eq!(wf.pending(), (0, None));
     assert!(wf.chat("c1").is_none(), "an ended chat is forgotten");
-    assert!(wf.take_dirty(), "forgetting a durable chat changes the state file");
+    assert!(
+        wf.take_dirty(),
+        "forgetting a durable chat changes the state file"
+    );
 }
 
 #[test]
 fn disposition_set_is_derived_once_per_change() {
     let mut wf = workflow(None, "");
-    let derived = wf.observe(&change("c1", "LeftChat", Some("Chatting"), at(0), json!({})));
+    let derived = wf.observe(&change(
+        "c1",
+        "LeftChat",
+        Some("Chatting"),
+        at(0),
+        json!({}),
+    ));
     assert!(derived.is_empty());
     let with_code = |code: &str, t| {
         change(
@@ -131,13 +152,19 @@ fn disposition_set_is_derived_once_per_change() {
             new: Some("Sale".into())
         })
     );
-    assert!(wf.observe(&with_code("Sale", at(11))).is_empty(), "same code: nothing");
+    assert!(
+        wf.observe(&with_code("Sale", at(11))).is_empty(),
+        "same code: nothing"
+    );
     let derived = wf.observe(&with_code("NoSale", at(12)));
     assert_eq!(
         derived[0].disposition.as_ref().map(|d| d.old.clone()),
         Some(Some("Sale".into()))
     );
-    assert_eq!(wf.chat("c1").unwrap().disposition.as_deref(), Some("NoSale"));
+    assert_eq!(
+        wf.chat("c1").unwrap().disposition.as_deref(),
+        Some("NoSale")
+    );
 }
 
 #[test]
@@ -164,9 +191,18 @@ fn a_configured_disposition_key_is_followed() {
 #[test]
 fn overdue_fires_once_and_not_again_after_a_restore() {
     let mut wf = workflow(Some(120), "");
-    wf.observe(&change("c1", "LeftChat", Some("Chatting"), at(0), json!({})));
+    wf.observe(&change(
+        "c1",
+        "LeftChat",
+        Some("Chatting"),
+        at(0),
+        json!({}),
+    ));
     assert_eq!(wf.next_deadline(), Some(at(120)));
-    assert!(wf.poll(at(119)).events.is_empty(), "not before overdue_after");
+    assert!(
+        wf.poll(at(119)).events.is_empty(),
+        "not before overdue_after"
+    );
     let due = wf.poll(at(121));
     assert_eq!(due.events.len(), 1);
     let overdue = &due.events[0];
@@ -185,7 +221,13 @@ fn overdue_fires_once_and_not_again_after_a_restore() {
 
     // ...and a restart from a state saved before it fired fires it once, with the same id.
     let mut before = workflow(Some(120), "");
-    before.observe(&change("c1", "LeftChat", Some("Chatting"), at(0), json!({})));
+    before.observe(&change(
+        "c1",
+        "LeftChat",
+        Some("Chatting"),
+        at(0),
+        json!({}),
+    ));
     let mut restored = Workflow::restore(before.settings().clone(), before.saved());
     let due = restored.poll(at(700));
     assert_eq!(due.events.len(), 1);
@@ -198,7 +240,13 @@ fn overdue_fires_once_and_not_again_after_a_restore() {
 #[test]
 fn saved_state_round_trips_through_json() {
     let mut wf = workflow(Some(60), README_RULE);
-    wf.observe(&change("c1", "LeftChat", Some("Chatting"), at(0), json!({})));
+    wf.observe(&change(
+        "c1",
+        "LeftChat",
+        Some("Chatting"),
+        at(0),
+        json!({}),
+    ));
     let text = serde_json::to_string(&wf.saved()).unwrap();
     let back: SavedWorkflow = serde_json::from_str(&text).unwrap();
     assert_eq!(back, wf.saved());
@@ -209,7 +257,13 @@ fn saved_state_round_trips_through_json() {
 fn the_readme_rule_sets_the_disposition_then_completes() {
     let mut wf = workflow(None, README_RULE);
     wf.observe(&change("c1", "Chatting", None, at(0), json!({})));
-    wf.observe(&change("c1", "LeftChat", Some("Chatting"), at(10), json!({})));
+    wf.observe(&change(
+        "c1",
+        "LeftChat",
+        Some("Chatting"),
+        at(10),
+        json!({}),
+    ));
     assert_eq!(wf.next_deadline(), Some(at(610)));
     assert!(wf.poll(at(609)).requests.is_empty(), "not before `after`");
     let due = wf.poll(at(610));
@@ -224,12 +278,19 @@ fn the_readme_rule_sets_the_disposition_then_completes() {
             disposition_key: Some("DispositionCode".into())
         }
     );
-    assert!(wf.poll(at(611)).requests.is_empty(), "one request in flight");
+    assert!(
+        wf.poll(at(611)).requests.is_empty(),
+        "one request in flight"
+    );
     let events = wf.reported(accepted(first, at(611)));
     assert_eq!(events.len(), 1);
     let action = events[0].action.as_ref().expect("an action record");
     assert_eq!(
-        (action.operation.as_str(), action.outcome.as_str(), action.step),
+        (
+            action.operation.as_str(),
+            action.outcome.as_str(),
+            action.step
+        ),
         ("SetDisposition", "accepted", 0)
     );
     assert_eq!(events[0].reference_id, Some(ReferenceId::Number(7)));
@@ -256,8 +317,20 @@ fn the_readme_rule_sets_the_disposition_then_completes() {
 #[test]
 fn an_unless_event_or_a_chat_completed_by_hand_cancels_the_rule() {
     let mut wf = workflow(None, README_RULE);
-    wf.observe(&change("c1", "LeftChat", Some("Chatting"), at(0), json!({})));
-    wf.observe(&change("c2", "LeftChat", Some("Chatting"), at(0), json!({})));
+    wf.observe(&change(
+        "c1",
+        "LeftChat",
+        Some("Chatting"),
+        at(0),
+        json!({}),
+    ));
+    wf.observe(&change(
+        "c2",
+        "LeftChat",
+        Some("Chatting"),
+        at(0),
+        json!({}),
+    ));
     // c1: the agent sets a disposition by hand (disposition_set is in `unless`).
     let derived = wf.observe(&change(
         "c1",
@@ -267,17 +340,35 @@ fn an_unless_event_or_a_chat_completed_by_hand_cancels_the_rule() {
         json!({"userData": {"DispositionCode": "Sale"}}),
     ));
     assert_eq!(derived[0].kind, EventKind::DispositionSet);
-    assert_eq!(wf.run("c1", "auto-close").unwrap().status, RunStatus::Cancelled);
+    assert_eq!(
+        wf.run("c1", "auto-close").unwrap().status,
+        RunStatus::Cancelled
+    );
     // c2: completed by a person.
-    wf.observe(&change("c2", "Completed", Some("LeftChat"), at(40), json!({})));
+    wf.observe(&change(
+        "c2",
+        "Completed",
+        Some("LeftChat"),
+        at(40),
+        json!({}),
+    ));
     assert!(wf.run("c2", "auto-close").is_none());
     assert!(wf.poll(at(1_000)).requests.is_empty());
 }
 
 #[test]
 fn a_dry_run_records_every_operation_and_requests_nothing() {
-    let mut wf = workflow(None, &README_RULE.replace("after = \"10m\"", "after = \"1m\"\ndry_run = true"));
-    wf.observe(&change("c1", "LeftChat", Some("Chatting"), at(0), json!({})));
+    let mut wf = workflow(
+        None,
+        &README_RULE.replace("after = \"10m\"", "after = \"1m\"\ndry_run = true"),
+    );
+    wf.observe(&change(
+        "c1",
+        "LeftChat",
+        Some("Chatting"),
+        at(0),
+        json!({}),
+    ));
     let due = wf.poll(at(60));
     assert!(due.requests.is_empty());
     let outcomes: Vec<_> = due
@@ -302,7 +393,13 @@ fn a_dry_run_records_every_operation_and_requests_nothing() {
 #[test]
 fn a_refused_operation_fails_the_run_and_stops_the_list() {
     let mut wf = workflow(None, README_RULE);
-    wf.observe(&change("c1", "LeftChat", Some("Chatting"), at(0), json!({})));
+    wf.observe(&change(
+        "c1",
+        "LeftChat",
+        Some("Chatting"),
+        at(0),
+        json!({}),
+    ));
     let request = wf.poll(at(600)).requests.remove(0);
     let mut report = accepted(&request, at(601));
     report.outcome = "rejected";
@@ -310,21 +407,33 @@ fn a_refused_operation_fails_the_run_and_stops_the_list() {
     report.message = Some("GWS refused the request: status 2".into());
     let events = wf.reported(report);
     assert_eq!(events[0].action.as_ref().unwrap().gws_status, Some(2));
-    assert_eq!(wf.run("c1", "auto-close").unwrap().status, RunStatus::Failed);
+    assert_eq!(
+        wf.run("c1", "auto-close").unwrap().status,
+        RunStatus::Failed
+    );
     assert!(wf.poll(at(700)).requests.is_empty());
 }
 
 #[test]
 fn retries_are_recorded_and_only_the_final_attempt_moves_the_run() {
     let mut wf = workflow(None, README_RULE);
-    wf.observe(&change("c1", "LeftChat", Some("Chatting"), at(0), json!({})));
+    wf.observe(&change(
+        "c1",
+        "LeftChat",
+        Some("Chatting"),
+        at(0),
+        json!({}),
+    ));
     let request = wf.poll(at(600)).requests.remove(0);
     let mut unavailable = accepted(&request, at(601));
     unavailable.outcome = "unavailable";
     unavailable.is_final = false;
     unavailable.http_status = Some(503);
     let first = wf.reported(unavailable);
-    assert_eq!(wf.run("c1", "auto-close").unwrap().status, RunStatus::Running);
+    assert_eq!(
+        wf.run("c1", "auto-close").unwrap().status,
+        RunStatus::Running
+    );
     let mut ok = accepted(&request, at(603));
     ok.attempt = 2;
     let second = wf.reported(ok);
@@ -348,7 +457,13 @@ fn the_rate_limit_holds_chats_back_without_dropping_them() {
 #[test]
 fn an_operation_in_flight_at_a_crash_is_scheduled_again_and_an_unperformed_one_put_back() {
     let mut wf = workflow(None, README_RULE);
-    wf.observe(&change("c1", "LeftChat", Some("Chatting"), at(0), json!({})));
+    wf.observe(&change(
+        "c1",
+        "LeftChat",
+        Some("Chatting"),
+        at(0),
+        json!({}),
+    ));
     let request = wf.poll(at(600)).requests.remove(0);
     let mut restored = Workflow::restore(wf.settings().clone(), wf.saved());
     assert_eq!(
@@ -378,7 +493,13 @@ fn rules_of_other_accounts_and_action_events_start_nothing() {
 #[test]
 fn the_chat_bound_evicts_the_oldest_chat_without_durable_state_first() {
     let mut wf = Workflow::new(WorkflowSettings::plain("main", 2));
-    wf.observe(&change("pending", "LeftChat", Some("Chatting"), at(0), json!({})));
+    wf.observe(&change(
+        "pending",
+        "LeftChat",
+        Some("Chatting"),
+        at(0),
+        json!({}),
+    ));
     wf.observe(&change("old", "Chatting", None, at(1), json!({})));
     wf.observe(&change("new", "Chatting", None, at(2), json!({})));
     let ids: Vec<_> = wf.chats().into_iter().map(|c| c.id).collect();
