@@ -17,11 +17,13 @@
 //! known, each rule run's step and status) is [`Workflow::saved`] into a small state file after
 //! every batch that changed it, *after* the batch's events are in the journal; a restart
 //! [`Workflow::restore`]s it, so timers are rebuilt from that state and not fired again. A crash
-//! between the journal append and the state file can derive an event a second time: derived
-//! events carry a deterministic `event_id` ([`crate::event::derived_event_id`]), so both copies
-//! have the same idempotency key. An operation in flight when the daemon died (status
-//! `running`) is performed again after the restart: GWS answers a repeated `SetDisposition`
-//! with the same result and a repeated `Complete` with a refusal that the `action` event records.
+//! between the journal append and the state file can derive an event a second time: a
+//! `disposition_overdue` has a deterministic `event_id` ([`crate::event::derived_event_id`] of
+//! the chat, the time it entered `LeftChat` and the due time), so both copies have the same
+//! idempotency key; a `disposition_set` may come twice under two ids (at least once). An
+//! operation in flight when the daemon died (status `running`) is performed again after the
+//! restart: GWS answers a repeated `SetDisposition` with the same result and a repeated
+//! `Complete` with a refusal that the `action` event records.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
