@@ -144,6 +144,7 @@ pub fn demo_config(sim_url: &Url, dir: &std::path::Path) -> Config {
             enabled: true,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         },
+        api: Default::default(),
         rules: Vec::new(),
     }
 }

@@ -122,6 +122,10 @@ pub struct Config {
     /// The admin HTTP listener: `/metrics`, `/livez`, `/readyz`.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The operations API for workflow engines (`[api]`, default off). See
+    /// [`crate::api::ApiConfig`].
+    #[serde(default)]
+    pub api: crate::api::ApiConfig,
     /// Rules that act on chats (`[[rules]]`): e.g. a chat still in `LeftChat` 10 minutes after
     /// the agent left gets a disposition code and is completed. See [`RuleConfig`].
     #[serde(default)]
@@ -633,6 +637,7 @@ impl Config {
                 }
             }
         }
+        out.api.resolve_tokens(resolver)?;
         for (name, sink) in out.sinks.iter_mut() {
             let key = |field: &str| format!("sinks.{name}.{field}");
             match sink {
@@ -802,6 +807,11 @@ impl Config {
         let names: std::collections::HashSet<&str> =
             self.accounts.keys().map(String::as_str).collect();
         crate::rules::config::validate_all(&self.rules, &names).map_err(|e| ConfigError::Invalid {
+            file: file.to_owned(),
+            key: e.key,
+            message: e.message,
+        })?;
+        self.api.validate().map_err(|e| ConfigError::Invalid {
             file: file.to_owned(),
             key: e.key,
             message: e.message,
