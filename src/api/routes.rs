@@ -111,10 +111,54 @@ fn wait(raw: Option<&str>, wait_max: Duration) -> Result<Option<Duration>, Probl
     let Some((_, text)) = pairs.last() else {
         return Ok(None);
     };
-    let d = humantime::parse_duration(text).map_err(|e| {
-        Problem::bad_request(format!("`wait={text}` is not a duration such as 10s: {e}"))
+    let d = parse_wait(text).ok_or_else(|| {
+        Problem::bad_request(format!(
+            "`wait={text}` is not a duration such as 10s, 500ms or 1m (digits and a unit)"
+        ))
     })?;
     Ok((!d.is_zero()).then(|| d.min(wait_max)))
+}
+
+/// A `wait` value in the document's form, `^(0|[1-9][0-9]{0,5})(ms|s|m)$`.
+fn parse_wait(text: &str) -> Option<Duration> {
+    let (digits, unit) = if let Some(d) = text.strip_suffix("ms") {
+        (d, 1)
+    } else if let Some(d) = text.strip_suffix('s') {
+        (d, 1_000)
+    } else if let Some(d) = text.strip_suffix('m') {
+        (d, 60_000)
+    } else {
+        return None;
+    };
+    let well_formed = !digits.is_empty()
+        && digits.len() <= 6
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    let n: u64 = digits.parse().ok().filter(|_| well_formed)?;
+    Some(Duration::from_millis(n * unit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_has_the_documented_form() {
+        assert_eq!(parse_wait("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_wait("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_wait("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_wait("0s"), Some(Duration::ZERO));
+        for bad in [
+            "0", "10", "010s", "1.5s", "-1s", "s", "1h", "1234567s", " 1s",
+        ] {
+            assert_eq!(parse_wait(bad), None, "{bad}");
+        }
+        let max = Duration::from_secs(5);
+        assert_eq!(wait(Some("wait=1m"), max).unwrap(), Some(max));
+        assert_eq!(wait(Some("wait=0ms"), max).unwrap(), None);
+        assert_eq!(wait(None, max).unwrap(), None);
+        assert!(wait(Some("other=1"), max).is_err());
+    }
 }
 
 /// Whether a `Content-Type` (if any) is JSON.
