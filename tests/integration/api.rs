@@ -29,6 +29,12 @@ struct Fixture {
 }
 
 async fn start(wait_max: &str) -> Fixture {
+    start_with(wait_max, "", "http").await
+}
+
+/// [`start`] with `extra` lines in `[api]`, reached over `scheme` (`https` for `tls`); a first
+/// line `# ca <file>` (a TOML comment) makes the test client trust that CA.
+async fn start_with(wait_max: &str, extra: &str, scheme: &str) -> Fixture {
     let sim = crate::support::sim::start_with(Duration::from_secs(2), Duration::from_secs(4)).await;
     let dir = tempfile::tempdir().unwrap();
     let api_port = free_port();
@@ -43,6 +49,7 @@ async fn start(wait_max: &str) -> Fixture {
 enabled = true
 listen = "127.0.0.1:{api_port}"
 wait_max = "{wait_max}"
+{extra}
 [api.tokens]
 engine = "{TOKEN}"
 ops = {{ env = "CW_TEST_API_TOKEN" }}
@@ -52,11 +59,21 @@ ops = {{ env = "CW_TEST_API_TOKEN" }}
     std::fs::write(&config, text).unwrap();
     let daemon = Daemon::start_with_env(dir, &config, &[("CW_TEST_API_TOKEN", OTHER_TOKEN)]);
     daemon.wait_listening(1).await;
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut http = reqwest::Client::builder().no_proxy();
+    if let Some(ca) = extra.strip_prefix("# ca ").and_then(|l| l.lines().next()) {
+        let pem = std::fs::read(ca).unwrap();
+        http = http.tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()]);
+    }
+    let http = http.build().unwrap();
+    let host = if scheme == "https" {
+        "localhost"
+    } else {
+        "127.0.0.1"
+    };
     let f = Fixture {
         sim,
         daemon,
-        api: format!("http://127.0.0.1:{api_port}"),
+        api: format!("{scheme}://{host}:{api_port}"),
         admin: format!("http://127.0.0.1:{admin_port}"),
         http,
     };
@@ -677,4 +694,48 @@ expected-statuses = ["2xx", "3xx", "4xx", "502", "503", "504"]
         accepted > 0,
         "no generated operation was accepted:\n{stdout}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_https_with_the_configured_certificate() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let (ca_file, cert_file, key_file) = (
+        files.path().join("ca.pem"),
+        files.path().join("api.crt"),
+        files.path().join("api.key"),
+    );
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let extra = format!(
+        "# ca {}\ntls = {{ cert_file = {:?}, key_file = {:?} }}",
+        ca_file.display(),
+        cert_file.display().to_string(),
+        key_file.display().to_string()
+    );
+    let f = start_with("5s", &extra, "https").await;
+    let chat = f.offer("Pat").await;
+    let a = f.op(&chat, "accept", "?wait=5s", json!({})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["event"]["chat"]["state"], "Chatting");
+    // Plain HTTP on the TLS port gets no answer.
+    let plain = reqwest::Client::builder().no_proxy().build().unwrap();
+    let port = f.api.rsplit(':').next().unwrap();
+    assert!(plain
+        .get(format!("http://127.0.0.1:{port}/v1/openapi.json"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .is_err());
 }
