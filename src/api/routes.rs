@@ -138,29 +138,6 @@ fn parse_wait(text: &str) -> Option<Duration> {
     Some(Duration::from_millis(n * unit))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wait_has_the_documented_form() {
-        assert_eq!(parse_wait("10s"), Some(Duration::from_secs(10)));
-        assert_eq!(parse_wait("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_wait("1m"), Some(Duration::from_secs(60)));
-        assert_eq!(parse_wait("0s"), Some(Duration::ZERO));
-        for bad in [
-            "0", "10", "010s", "1.5s", "-1s", "s", "1h", "1234567s", " 1s",
-        ] {
-            assert_eq!(parse_wait(bad), None, "{bad}");
-        }
-        let max = Duration::from_secs(5);
-        assert_eq!(wait(Some("wait=1m"), max).unwrap(), Some(max));
-        assert_eq!(wait(Some("wait=0ms"), max).unwrap(), None);
-        assert_eq!(wait(None, max).unwrap(), None);
-        assert!(wait(Some("other=1"), max).is_err());
-    }
-}
-
 /// Whether a `Content-Type` (if any) is JSON.
 fn is_json(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
@@ -325,5 +302,28 @@ async fn perform(
             "event": event_json,
         }))
         .into_response());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_has_the_documented_form() {
+        assert_eq!(parse_wait("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_wait("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_wait("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_wait("0s"), Some(Duration::ZERO));
+        for bad in [
+            "0", "10", "010s", "1.5s", "-1s", "s", "1h", "1234567s", " 1s",
+        ] {
+            assert_eq!(parse_wait(bad), None, "{bad}");
+        }
+        let max = Duration::from_secs(5);
+        assert_eq!(wait(Some("wait=1m"), max).unwrap(), Some(max));
+        assert_eq!(wait(Some("wait=0ms"), max).unwrap(), None);
+        assert_eq!(wait(None, max).unwrap(), None);
+        assert!(wait(Some("other=1"), max).is_err());
     }
 }
