@@ -660,7 +660,9 @@ expected-statuses = ["2xx", "3xx", "4xx", "502", "503", "504"]
         .arg(&config)
         .args(["run", &format!("{}/v1/openapi.json", f.api)])
         .args(["--url", &f.api, "--checks", "all", "--max-examples", "30"])
-        .args(["--seed", "1", "--workers", "2"])
+        // One worker: with several threads, CPython 3.11's parser can fail inside Hypothesis
+        // ("AST constructor recursion depth mismatch"), a crash of the tool, not a finding.
+        .args(["--seed", "1", "--workers", "1"])
         .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
         .env("NO_COLOR", "1")
         .current_dir(dir.path())
