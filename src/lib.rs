@@ -29,7 +29,9 @@
 //! The sink filter vocabulary that sinks and rules share lives in [`filter`]. Around the data path:
 //! [`gws::session`] (login, CSRF, recovery snapshots) and [`gws::operations`] (the chat
 //! operations such as `Leave`, with their validation); [`service`] (configuration, the admin
-//! listener, systemd notify and watchdog, the reload control socket, health); [`app`] (what each
+//! listener, systemd notify and watchdog, the reload control socket, health); [`api`] (the
+//! authenticated operations API for workflow engines: the CLI's chat operations through an
+//! account's own GWS session, the tracked chats, its OpenAPI document); [`app`] (what each
 //! subcommand does; `main.rs` only parses and dispatches); [`sim`] (the GWS simulator behind
 //! `demo`, the tests and the benchmarks). The shared primitives know nothing of their users:
 //! [`http`] (the HTTP client factory: TLS roots parsed once, CA file, proxy, redaction),
@@ -76,6 +78,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod app;
 pub mod backoff;
 pub mod bayeux;

@@ -152,6 +152,10 @@ pub const NATS_PUBACK_SECONDS: &str = "chatwatch_nats_puback_seconds";
 pub const NATS_CONNECTED: &str = "chatwatch_nats_connected";
 /// `chatwatch_control_requests_total` (counter): Requests on the control socket (chatwatch reload), by result (ok, failed, refused, bad_request).
 pub const CONTROL_REQUESTS: &str = "chatwatch_control_requests_total";
+/// `chatwatch_api_requests_total` (counter): Operations API requests, by route and HTTP status.
+pub const API_REQUESTS: &str = "chatwatch_api_requests_total";
+/// `chatwatch_api_request_failures_total` (counter): Operations API requests that failed, by reason (the problem name: missing-token, wrong-token, validation, gws-conflict, ...).
+pub const API_REQUEST_FAILURES: &str = "chatwatch_api_request_failures_total";
 
 /// Every metric chatwatch exports.
 pub const CATALOGUE: &[Metric] = &[
@@ -502,6 +506,18 @@ pub const CATALOGUE: &[Metric] = &[
         kind: Kind::Counter,
         unit: None,
         help: "Requests on the control socket (chatwatch reload), by result (ok, failed, refused, bad_request).",
+    },
+    Metric {
+        name: API_REQUESTS,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Operations API requests, by route and HTTP status.",
+    },
+    Metric {
+        name: API_REQUEST_FAILURES,
+        kind: Kind::Counter,
+        unit: None,
+        help: "Operations API requests that failed, by reason (the problem name: missing-token, wrong-token, validation, gws-conflict, ...).",
     },
 ];
 

@@ -168,6 +168,7 @@ pub fn demo_config(sim_url: &Url, dir: &std::path::Path, rule_after: Duration) -
             enabled: true,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         },
+        api: Default::default(),
         rules: vec![demo_rule(rule_after)],
     }
 }

@@ -37,7 +37,7 @@ use super::config::RuleConfig;
 use crate::event::{
     derived_event_id, ActionRecord, DispositionChange, Event, EventKind, PendingRecord,
 };
-use crate::gws::notification::{Capability, ChatState, ReferenceId};
+use crate::gws::notification::{Capability, ChatState, Participant, ReferenceId};
 use crate::gws::operations::ChatOperation;
 
 /// The state file's format version.
@@ -54,8 +54,12 @@ pub struct ChatView {
     pub id: String,
     /// The last state seen, `null` when only transcript updates were seen.
     pub state: Option<ChatState>,
+    /// The state before `state` (the last different one seen), `null` when none is known.
+    pub previous_state: Option<ChatState>,
     /// The operations GWS said are valid now (the last list seen).
     pub capabilities: Vec<Capability>,
+    /// The participants (the last list seen).
+    pub participants: Vec<Participant>,
     /// The disposition code (the account's `disposition_key` in the chat's user data).
     pub disposition: Option<String>,
     /// When the chat entered `LeftChat`, if it is pending disposition.
@@ -187,8 +191,12 @@ pub struct RuleRun {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct ChatEntry {
     state: Option<ChatState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous_state: Option<ChatState>,
     #[serde(default)]
     capabilities: Vec<Capability>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    participants: Vec<Participant>,
     #[serde(default)]
     disposition: Option<String>,
     #[serde(default, with = "time::serde::rfc3339::option")]
@@ -205,7 +213,9 @@ impl ChatEntry {
     fn new(at: OffsetDateTime) -> ChatEntry {
         ChatEntry {
             state: None,
+            previous_state: None,
             capabilities: Vec::new(),
+            participants: Vec::new(),
             disposition: None,
             pending_since: None,
             overdue_fired: false,
@@ -428,6 +438,10 @@ impl Workflow {
                 .or_insert_with(|| ChatEntry::new(at));
             entry.updated_at = at;
             if let Some(state) = &chat.state {
+                if entry.state.as_ref() != Some(state) {
+                    let before = entry.state.take().or_else(|| chat.previous_state.clone());
+                    entry.previous_state = before.filter(|b| b != state);
+                }
                 entry.state = Some(state.clone());
                 if *state == ChatState::LeftChat {
                     if entry.pending_since.is_none() {
@@ -441,6 +455,9 @@ impl Workflow {
             }
             if let Some(capabilities) = &chat.capabilities {
                 entry.capabilities = capabilities.clone();
+            }
+            if let Some(participants) = &chat.participants {
+                entry.participants = participants.clone();
             }
             if let Some(user_data) = &chat.user_data {
                 let code = user_data.get(&key).map(|v| match v {
@@ -858,7 +875,9 @@ fn view(id: &str, entry: &ChatEntry) -> ChatView {
     ChatView {
         id: id.to_owned(),
         state: entry.state.clone(),
+        previous_state: entry.previous_state.clone(),
         capabilities: entry.capabilities.clone(),
+        participants: entry.participants.clone(),
         disposition: entry.disposition.clone(),
         pending_since: entry.pending_since,
         updated_at: entry.updated_at,

@@ -122,6 +122,10 @@ pub struct Config {
     /// The admin HTTP listener: `/metrics`, `/livez`, `/readyz`.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The operations API for workflow engines (`[api]`, default off). See
+    /// [`crate::api::ApiConfig`].
+    #[serde(default)]
+    pub api: crate::api::ApiConfig,
     /// Rules that act on chats (`[[rules]]`): e.g. a chat still in `LeftChat` 10 minutes after
     /// the agent left gets a disposition code and is completed. See [`RuleConfig`].
     #[serde(default)]
@@ -637,6 +641,7 @@ impl Config {
                 }
             }
         }
+        out.api.resolve_tokens(resolver)?;
         for (name, sink) in out.sinks.iter_mut() {
             let key = |field: &str| format!("sinks.{name}.{field}");
             match sink {
@@ -808,6 +813,11 @@ impl Config {
                 key: e.key,
                 message: e.message,
             }
+        })?;
+        self.api.validate().map_err(|e| ConfigError::Invalid {
+            file: file.to_owned(),
+            key: e.key,
+            message: e.message,
         })?;
         let b = &self.bayeux;
         if b.backoff_increment.is_zero() {

@@ -66,6 +66,9 @@ pub enum ServiceError {
     /// The admin listener could not start.
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
+    /// The operations API listener could not start.
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiError),
 }
 
 /// Installs the global tracing subscriber (see [`logging`]); returns the handle a reload uses
@@ -81,6 +84,8 @@ pub struct Running {
     pub status: Vec<(String, watch::Receiver<SessionStatus>)>,
     /// The admin listener's address, when it is enabled.
     pub admin: Option<std::net::SocketAddr>,
+    /// The operations API's address, when it is enabled.
+    pub api: Option<std::net::SocketAddr>,
     /// The daemon's health (readiness as `/readyz` reports it).
     pub health: Health,
 }
@@ -147,6 +152,13 @@ async fn serve(
         None
     };
     let admin_addr = listener.as_ref().and_then(|l| l.local_addr());
+    let directory = crate::rules::Directory::new();
+    let api_listener = if config.api.enabled {
+        Some(crate::api::ApiListener::bind(&config.api, directory.clone()).await?)
+    } else {
+        None
+    };
+    let api_addr = api_listener.as_ref().and_then(|l| l.local_addr());
     let health = Health::new(journal.clone());
     let background = CancellationToken::new();
     if let Some(handle) = prometheus.clone() {
@@ -164,9 +176,11 @@ async fn serve(
     }
     let admin_task = listener.map(|l| l.serve(health.clone(), prometheus, background.clone()));
     let supervisor = tokio::spawn(notify::supervise(health.clone(), background.clone()));
+    // The API stops first at shutdown, before the accounts it reaches.
+    let api_stop = CancellationToken::new();
+    let api_task = api_listener.map(|l| l.serve(api_stop.clone()));
 
     let (exits_tx, mut exits) = mpsc::unbounded_channel::<AccountExit>();
-    let directory = crate::rules::Directory::new();
     let mut accounts =
         AccountSet::new(journal.clone(), health.clone(), directory.clone(), exits_tx);
     let mut statuses = Vec::new();
@@ -178,6 +192,7 @@ async fn serve(
         sinks = ?delivery.sink_names(),
         journal = %config.journal.dir.display(),
         admin = ?admin_addr,
+        api = ?api_addr,
         "chatwatch started"
     );
     // Ready means "running and able to accept events", not "GWS is reachable": a remote
@@ -186,6 +201,7 @@ async fn serve(
     started(Running {
         status: statuses,
         admin: admin_addr,
+        api: api_addr,
         health: health.clone(),
     });
 
@@ -248,6 +264,10 @@ async fn serve(
     notify::stopping();
     let drain = current.shutdown.drain_timeout;
     notify::extend_timeout(drain + Duration::from_secs(40));
+    api_stop.cancel();
+    if let Some(task) = api_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
     accounts.stop_all().await;
     while let Ok(exit) = exits.try_recv() {
         if let Err(e) = exit.result {
@@ -308,6 +328,11 @@ async fn apply_reload(
         warn!("SIGHUP: [admin] changed; that needs a restart, the running listener is kept");
         next.admin = current.admin.clone();
         needs_restart.push("admin".to_owned());
+    }
+    if next.api != current.api {
+        warn!("SIGHUP: [api] changed; that needs a restart, the running listener and its tokens are kept");
+        next.api = current.api.clone();
+        needs_restart.push("api".to_owned());
     }
     if next.shutdown != current.shutdown {
         warn!("SIGHUP: [shutdown] changed; that needs a restart, the running value is kept");
