@@ -7,8 +7,10 @@
 //! leave that ends in `Completed`, then the post-leave workflow: a chat the agent leaves alone and
 //! forgets becomes pending disposition, is reported overdue, and the demo's `auto-close` rule (the
 //! README's, with its 10 minutes shortened to a few seconds) sets `DispositionCode = AutoClosed`
-//! and completes it through the account's own GWS session. Then it keeps offering chats until
-//! stopped.
+//! and completes it through the account's own GWS session. Then it opens a chat and leaves it
+//! to the visitor, printing the `curl` lines that list the tracked chats and leave that chat
+//! through the operations API (after which the rule completes it too), and keeps offering chats
+//! until stopped.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 use url::Url;
 
+use crate::api::config::ApiConfig;
 use crate::filter::FilterConfig;
 use crate::gws::operations::{ChatOperation, ClosingText};
 use crate::gws::session::{GwsSession, SessionError};
@@ -100,8 +103,14 @@ pub fn demo_rule(rule_after: Duration) -> RuleConfig {
 /// The daemon configuration the demo runs: the simulator as account `main` (in agent mode:
 /// the demo drives the agent), a log sink, every event in `dir/events.jsonl`, transitions into
 /// `LeftChat` in `dir/left-chat.jsonl`, chats pending disposition overdue after half of
-/// `rule_after`, and the auto-close rule after `rule_after`.
-pub fn demo_config(sim_url: &Url, dir: &std::path::Path, rule_after: Duration) -> Config {
+/// `rule_after`, the auto-close rule after `rule_after`, and the operations API on a free
+/// loopback port with the one bearer token `api_token` (named `demo`).
+pub fn demo_config(
+    sim_url: &Url,
+    dir: &std::path::Path,
+    rule_after: Duration,
+    api_token: &str,
+) -> Config {
     let account = AccountConfig {
         name: None,
         enabled: true,
@@ -168,7 +177,15 @@ pub fn demo_config(sim_url: &Url, dir: &std::path::Path, rule_after: Duration) -
             enabled: true,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         },
-        api: Default::default(),
+        api: ApiConfig {
+            enabled: true,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            tokens: BTreeMap::from([(
+                "demo".to_owned(),
+                SecretSource::Value(Secret::new(api_token)),
+            )]),
+            ..ApiConfig::default()
+        },
         rules: vec![demo_rule(rule_after)],
     }
 }
@@ -186,7 +203,9 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<PathB
         ..SimConfig::default()
     };
     let sim = Simulator::start(opts.listen, sim_cfg).await?;
-    let config = demo_config(&sim.base_url(), &dir, opts.rule_after);
+    // Loopback only, and printed below: a per-run token, not a secret worth more than the demo.
+    let api_token = format!("demo-{}", crate::event::new_event_id().replace('-', ""));
+    let config = demo_config(&sim.base_url(), &dir, opts.rule_after, &api_token);
     config
         .validate(std::path::Path::new("(demo)"))
         .map_err(|e| DemoError::Service(e.into()))?;
@@ -242,6 +261,13 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<PathB
             r = script(&sim, &desk, step, opts.rule_after) => r?,
             _ = shutdown.cancelled() => return Ok(()),
         }
+        if let Some(api) = running.api {
+            let chat = tokio::select! {
+                r = waiting_chat(&sim, &desk, step) => r?,
+                _ = shutdown.cancelled() => return Ok(()),
+            };
+            print_api_lines(api, &api_token, &chat, opts.rule_after);
+        }
         info!("demo script done: one chat left alone (LeftChat → disposition → Completed), one conference chat left (Completed), one chat left and forgotten (pending → overdue → completed by the auto-close rule)");
         if opts.live_every.is_zero() {
             return Ok(());
@@ -275,6 +301,47 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<PathB
     served?;
     println!("events written to {}", dir.join("events.jsonl").display());
     Ok(dir)
+}
+
+/// A chat the agent accepted and keeps open, for the visitor to leave through the API.
+async fn waiting_chat(
+    sim: &Simulator,
+    desk: &GwsSession,
+    step: Duration,
+) -> Result<String, SessionError> {
+    let chat = sim.offer_chat(
+        AGENT,
+        ChatOffer {
+            customer_nickname: "Casey (waits for you)".to_owned(),
+            user_data: Map::new(),
+            conference: false,
+            first_message: Some("Hello, is anyone there?".to_owned()),
+        },
+    );
+    tokio::time::sleep(step).await;
+    desk.operate(
+        &chat,
+        &ChatOperation::Accept {
+            nickname: Some("Alice".into()),
+        },
+    )
+    .await?;
+    Ok(chat)
+}
+
+/// Prints the `curl` lines that list the tracked chats and leave `chat` through the API.
+fn print_api_lines(api: SocketAddr, token: &str, chat: &str, rule_after: Duration) {
+    let base = format!("http://{api}/v1/accounts/main/chats");
+    println!();
+    println!("Operations API: {base} (bearer token {token})");
+    println!("  the chats chatwatch tracks, with state, capabilities and pending-disposition age:");
+    println!("    curl -sS -H 'Authorization: Bearer {token}' {base}");
+    println!("  chat {chat} waits in Chatting: leave it through the API, and the auto-close rule");
+    println!("  completes it {rule_after:?} later:");
+    println!(
+        "    curl -sS -X POST -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n      -d '{{\"text\": \"Goodbye\", \"treatAs\": \"System\"}}' '{base}/{chat}/leave?wait=10s'"
+    );
+    println!();
 }
 
 fn desk_session(base: &Url) -> Result<GwsSession, SessionError> {

@@ -1,6 +1,7 @@
 //! `chatwatch demo`, the README's first command, as a newcomer runs it: the real binary starts
-//! the simulator and the daemon, plays the scripted life cycle, keeps live traffic going, and
-//! stops cleanly on Ctrl-C.
+//! the simulator and the daemon, plays the scripted life cycle (with the auto-close rule), prints
+//! the API's curl lines, which the test follows, keeps live traffic going, and stops cleanly on
+//! Ctrl-C.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -43,22 +44,80 @@ async fn the_demo_plays_the_life_cycle_keeps_going_and_stops_on_ctrl_c() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Standard output, read as it comes: the demo prints the API's curl lines mid-run.
+    let stdout = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let stdout = stdout.clone();
+        let pipe = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut out = stdout.lock().unwrap();
+                out.push_str(&line);
+                out.push('\n');
+            }
+        })
+    };
     let events_path = dir.path().join("events.jsonl");
     let deadline = Instant::now() + DEADLINE;
-    // Wait until the script is done (the rule completed the chat left alone) and live traffic
-    // has produced a completed chat too.
+    // The script is done once the demo prints how to leave the waiting chat through the API.
+    let leave_line = loop {
+        let text = stdout.lock().unwrap().clone();
+        if let Some(i) = text.find("curl -sS -X POST") {
+            let rest = &text[i..];
+            if let Some(end) = rest.find("leave?wait=10s'") {
+                break rest[..end + "leave?wait=10s'".len()].to_owned();
+            }
+        }
+        assert!(child.try_wait().unwrap().is_none(), "demo exited early");
+        assert!(Instant::now() < deadline, "no API lines in: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Do what the line says, with the token and URL it prints.
+    let token = leave_line
+        .split("Authorization: Bearer ")
+        .nth(1)
+        .and_then(|t| t.split('\'').next())
+        .unwrap()
+        .to_owned();
+    let url = leave_line.rsplit(" '").next().unwrap().trim_end_matches('\'');
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let body = leave_line.split("-d '").nth(1).unwrap().split('\'').next().unwrap();
+    assert_eq!(body, r#"{"text": "Goodbye", "treatAs": "System"}"#);
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let refused = client.post(url).body(body.to_owned()).send().await.unwrap();
+    assert_eq!(refused.status(), 401, "no token, no operation");
+    let answer = client
+        .post(url)
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer: Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+    assert_eq!(answer["event"]["chat"]["state"], "LeftChat", "{answer}");
+    let api_chat = answer["event"]["chat"]["id"].as_str().unwrap().to_owned();
+
+    // Wait until the rule completed both chats left alone (the script's and the one left
+    // through the API) and live traffic has produced a completed chat too.
     let events = loop {
         let events = lines(&events_path);
         let completed = events
             .iter()
             .filter(|e| e["chat"]["state"] == "Completed")
             .count();
-        let rule_done = events.iter().any(|e| {
-            e["kind"] == "action"
-                && e["action"]["operation"] == "Complete"
-                && e["action"]["outcome"] == "accepted"
-        });
-        if completed >= 4 && rule_done {
+        let rule_completed = |chat: Option<&str>| {
+            events.iter().any(|e| {
+                e["kind"] == "action"
+                    && e["action"]["operation"] == "Complete"
+                    && e["action"]["outcome"] == "accepted"
+                    && chat.is_none_or(|c| e["chat"]["id"] == c)
+            })
+        };
+        if completed >= 5 && rule_completed(None) && rule_completed(Some(&api_chat)) {
             break events;
         }
         assert!(child.try_wait().unwrap().is_none(), "demo exited early");
@@ -82,7 +141,8 @@ async fn the_demo_plays_the_life_cycle_keeps_going_and_stops_on_ctrl_c() {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    reader.join().unwrap();
+    let stdout = stdout.lock().unwrap().clone();
     assert!(
         stdout.contains(&events_path.display().to_string()),
         "prints where the file sink writes: {stdout}"
@@ -159,9 +219,9 @@ async fn the_demo_plays_the_life_cycle_keeps_going_and_stops_on_ctrl_c() {
     assert!(events
         .iter()
         .any(|e| e["chat"]["id"] == rule_chat.as_str() && e["chat"]["state"] == "Completed"));
-    // Chats dispositioned by hand never met the rule.
+    // Chats dispositioned by hand never met the rule; the one left through the API did.
     assert!(events
         .iter()
         .filter(|e| e["kind"] == "action")
-        .all(|e| e["chat"]["id"] == rule_chat.as_str()));
+        .all(|e| e["chat"]["id"] == rule_chat.as_str() || e["chat"]["id"] == api_chat.as_str()));
 }
