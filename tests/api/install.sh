@@ -7,12 +7,15 @@ VERSION=4.32.5
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 venv="$root/target/api-venv"
 bin="$venv/bin/schemathesis"
-if [ -x "$bin" ] && [ "$(cat "$venv/.version" 2>/dev/null)" = "$VERSION" ]; then
+stamp="$VERSION $(sha256sum "$root/tests/api/constraints.txt" | cut -c1-16)"
+if [ -x "$bin" ] && [ "$(cat "$venv/.version" 2>/dev/null)" = "$stamp" ]; then
     exit 0
 fi
 mkdir -p "$root/target"
 rm -rf "$venv"
 python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$VERSION"
+# constraints.txt pins every dependency too (pip freeze of a working install), so a new release
+# of one of them cannot change what the test runs.
+"$venv/bin/pip" install --quiet --disable-pip-version-check -c "$root/tests/api/constraints.txt" "schemathesis==$VERSION"
 "$bin" --version >/dev/null
-echo "$VERSION" > "$venv/.version"
+echo "$stamp" > "$venv/.version"

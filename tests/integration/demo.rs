@@ -81,9 +81,19 @@ async fn the_demo_plays_the_life_cycle_keeps_going_and_stops_on_ctrl_c() {
         .and_then(|t| t.split('\'').next())
         .unwrap()
         .to_owned();
-    let url = leave_line.rsplit(" '").next().unwrap().trim_end_matches('\'');
+    let url = leave_line
+        .rsplit(" '")
+        .next()
+        .unwrap()
+        .trim_end_matches('\'');
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-    let body = leave_line.split("-d '").nth(1).unwrap().split('\'').next().unwrap();
+    let body = leave_line
+        .split("-d '")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap();
     assert_eq!(body, r#"{"text": "Goodbye", "treatAs": "System"}"#);
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let refused = client.post(url).body(body.to_owned()).send().await.unwrap();
