@@ -741,3 +741,61 @@ async fn tls_serves_https_with_the_configured_certificate() {
         .await
         .is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_bayeux_account_lists_its_chats_and_refuses_operations_with_409() {
+    let faye = crate::support::faye::Faye::start(0, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let api_port = free_port();
+    let text = Daemon::config(faye.port, dir.path(), "")
+        + &format!(
+            "\n[api]\nenabled = true\nlisten = \"127.0.0.1:{api_port}\"\n[api.tokens]\nengine = \"{TOKEN}\"\n"
+        );
+    let config = dir.path().join("chatwatch.toml");
+    std::fs::write(&config, text).unwrap();
+    let daemon = Daemon::start_with_config(dir, &config);
+    daemon.wait_listening(1).await;
+    faye.publish_data(
+        "/v2/me/chats",
+        json!({"messageType": "ChatStateChangeMessage", "notificationType": "StatusChange",
+               "referenceId": 1, "chat": {"id": "faye-chat-1", "state": "LeftChat",
+               "capabilities": ["Complete"]}}),
+    )
+    .await;
+    daemon
+        .wait_event("the LeftChat", |e| e["chat"]["id"] == "faye-chat-1")
+        .await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://127.0.0.1:{api_port}/v1/accounts/main/chats");
+    let list: Value = serde_json::from_slice(
+        &http
+            .get(&base)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let chat = &list["chats"][0];
+    assert_eq!(chat["id"], "faye-chat-1", "{list}");
+    assert_eq!(chat["state"], "LeftChat");
+    assert!(chat["pending_since"].is_string(), "{chat}");
+    let r = http
+        .post(format!("{base}/faye-chat-1/complete"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let problem: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        problem["type"], "urn:chatwatch:problem:no-gws-session",
+        "{problem}"
+    );
+}
