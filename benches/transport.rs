@@ -18,33 +18,7 @@ use tokio::time::Instant;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{cpu_secs, free_port, Proc};
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Starts Faye (connect hold 20 s) and returns it with its port.
-fn faye() -> (Proc, u16) {
-    let mut child = Command::new("node")
-        .arg(repo().join("tests/faye/server.js"))
-        .args(["--host", "127.0.0.1", "--port", "0", "--timeout", "20"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("node");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .trim()
-        .strip_prefix("LISTENING ")
-        .unwrap()
-        .parse()
-        .unwrap();
-    (Proc(child), port)
-}
+use common::{cpu_secs, faye, free_port, repo, Proc};
 
 async fn publish(http: &reqwest::Client, port: u16, start: u64, count: u64) {
     let r = http

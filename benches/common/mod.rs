@@ -1,9 +1,12 @@
-//! What the process benchmarks share: free loopback ports, a child process killed on drop, and
-//! a process's resident memory and CPU time read from `/proc`.
+//! What the process benchmarks share: free loopback ports, a child process killed on drop, the
+//! Faye server of the tests started as a peer, and a process's resident memory and CPU time
+//! read from `/proc`.
 
 #![allow(dead_code)]
 
-use std::process::Child;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 /// Clock ticks per second of `/proc/<pid>/stat` times (Linux: 100 on every common platform).
 const TICKS_PER_SEC: f64 = 100.0;
@@ -44,4 +47,32 @@ pub fn cpu_secs(pid: u32) -> f64 {
     let utime: f64 = fields[11].parse().unwrap();
     let stime: f64 = fields[12].parse().unwrap();
     (utime + stime) / TICKS_PER_SEC
+}
+
+/// The repository root.
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Starts the tests' Faye server (`tests/faye/server.js`, connect hold 20 s) on a free port and
+/// returns it with its port. Needs `npm ci --prefix tests/faye`.
+pub fn faye() -> (Proc, u16) {
+    let mut child = Command::new("node")
+        .arg(repo().join("tests/faye/server.js"))
+        .args(["--host", "127.0.0.1", "--port", "0", "--timeout", "20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("LISTENING ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    (Proc(child), port)
 }

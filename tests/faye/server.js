@@ -225,6 +225,11 @@ async function controlPublish(body) {
   const count = intField(body, 'count', 1, 0, MAX_PUBLISH_COUNT);
   const start = intField(body, 'start', 1, -Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER - MAX_PUBLISH_COUNT);
   const delayMs = numField(body, 'delay_ms', 0, 0, 600000);
+  // Paced publishing: message i is due at start + i / rate_per_s (absolute schedule, so timer
+  // granularity does not lower the rate); 0 means as fast as possible (or delay_ms).
+  const ratePerS = numField(body, 'rate_per_s', 0, 0, 1000000);
+  const stamp = body.stamp === undefined ? false : body.stamp;
+  if (typeof stamp !== 'boolean') throw new BadRequest('"stamp" must be a boolean');
   let template = null;
   if (body.data !== undefined && body.data !== null) {
     if (typeof body.data !== 'object' || Array.isArray(body.data)) throw new BadRequest('"data" must be a JSON object');
@@ -234,7 +239,13 @@ async function controlPublish(body) {
   if (typeof withId !== 'boolean') throw new BadRequest('"with_id" must be a boolean');
 
   const t0 = process.hrtime.bigint();
+  const wallStart = performance.timeOrigin + performance.now();
   for (let i = 0; i < count; i++) {
+    if (ratePerS > 0) {
+      const due = wallStart + (i * 1000) / ratePerS;
+      const wait = due - (performance.timeOrigin + performance.now());
+      if (wait > 0) await sleep(wait);
+    }
     const seq = start + i;
     const data = template !== null ? JSON.parse(template) : {
       messageType: 'ChatStateChangeMessage',
@@ -242,12 +253,14 @@ async function controlPublish(body) {
       chat: { id: 'chat-' + seq, state: 'Chatting', capabilities: ['Leave'] },
     };
     data.seq = seq;
+    // Wall-clock milliseconds (fractional) when the message is handed to the engine.
+    if (stamp) data.published_at_ms = performance.timeOrigin + performance.now();
     const message = { channel, data };
     if (withId) message.id = 'pub-' + (++publishCounter);
     // Same call Faye's Server#_handle makes for a client publish: synchronous
     // queueing into the in-memory engine, so order is preserved.
     engine.publish(message);
-    if (delayMs > 0 && i + 1 < count) await sleep(delayMs);
+    if (ratePerS === 0 && delayMs > 0 && i + 1 < count) await sleep(delayMs);
   }
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
   log(`published ${count} to ${channel} (seq ${start}..${start + count - 1}) in ${ms.toFixed(1)} ms`);
