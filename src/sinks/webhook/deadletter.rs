@@ -55,7 +55,8 @@ pub struct DeadLetter {
     pub body_start: String,
     /// How many attempts were made (0 when the endpoint was already disabled).
     pub attempts: u32,
-    /// The full event, as the sink would POST it.
+    /// The event record the sink posted (the journal record, as a JSON value: its keys come
+    /// out sorted; [`DeadLetter::body`] gives the posted bytes back).
     pub event: Value,
 }
 
