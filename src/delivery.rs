@@ -3,6 +3,12 @@
 //! cursor, applies the sink's filter and hands batches to the sink ([`Deliver`]); the cursor is
 //! stored (atomically) only after the sink said the batch is delivered.
 //!
+//! A sink receives each journal record as a [`Record`]: the event's JSON bytes as the pipeline
+//! wrote them, decoded only as far as the sink needs ([`Deliver::needs`]) or its filter (when
+//! not empty) asks. A file, audit or JSON log sink without a filter decodes nothing; a record
+//! that cannot give what is needed is counted in `chatwatch_sink_unreadable_records_total`,
+//! logged and skipped.
+//!
 //! This is what makes a slow or dead sink harmless to the others and a crash harmless to all:
 //! a webhook that is down for an hour only holds back its own cursor, while the audit file keeps
 //! up; after a SIGKILL every sink resumes at its stored cursor, and receives again at most the
@@ -24,10 +30,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
-use crate::event::Event;
 use crate::journal::Journal;
-use crate::sinks::deliver::Deliver;
-use crate::sinks::{AnySink, FilterConfig, SinkConfig, SinkError};
+use crate::sinks::deliver::{Deliver, Needs};
+use crate::sinks::{AnySink, FilterConfig, Record, RecordError, SinkConfig, SinkError};
 
 /// Records read from the journal per batch.
 const BATCH: usize = 1024;
@@ -430,11 +435,13 @@ async fn run_sink(
             }
         }
         let last = records.last().map_or(cursor, |(seq, _)| *seq);
+        let needs = sink.needs();
         let mut events = Vec::with_capacity(records.len());
         for (seq, payload) in records {
-            match serde_json::from_slice::<Event>(&payload) {
-                Ok(event) if filter.matches(&event) => events.push(Arc::new(event)),
-                Ok(_) => {}
+            let record = Record::new(payload);
+            match admit(&record, needs, &filter) {
+                Ok(true) => events.push(Arc::new(record)),
+                Ok(false) => {}
                 Err(e) => {
                     metrics::counter!("chatwatch_sink_unreadable_records_total", &labels)
                         .increment(1);
@@ -506,6 +513,22 @@ async fn run_sink(
     }
 }
 
+/// Whether `record` goes to a sink that `needs` this much and has `filter`: decodes the event
+/// only when the sink needs it or the filter is not empty, reads just the `event_id` when that
+/// is all the sink needs. `Err` when the record cannot give what is needed.
+fn admit(record: &Record, needs: Needs, filter: &FilterConfig) -> Result<bool, RecordError> {
+    if needs == Needs::Event || !filter.is_empty() {
+        let event = record.event().map_err(Clone::clone)?;
+        if !filter.matches(event) {
+            return Ok(false);
+        }
+    }
+    if needs == Needs::EventId {
+        record.event_id().map_err(Clone::clone)?;
+    }
+    Ok(true)
+}
+
 /// Stores `seq` as `name`'s cursor (atomically, off the async threads); a failure is logged: the
 /// previous cursor stays valid, so at worst a batch is delivered again.
 async fn store_cursor(journal: &Journal, name: &str, seq: u64) {
@@ -529,4 +552,95 @@ fn count_lost(name: &str, n: u64) {
     metrics::counter!("chatwatch_sink_lost_events_total", "sink" => name.to_owned(), "cause" => "journal_full")
         .increment(n);
     error!(sink = %name, lost = n, "the journal dropped records this sink had not delivered yet (journal full)");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(state: &str) -> Vec<u8> {
+        let event = crate::event::Event {
+            schema: crate::event::SCHEMA.to_owned(),
+            event_id: "0190a000-0000-7000-8000-000000000001".to_owned(),
+            fingerprint: "00".repeat(16),
+            received_at: time::OffsetDateTime::UNIX_EPOCH,
+            account: "agent1".to_owned(),
+            channel: "/v2/me/chats".to_owned(),
+            kind: crate::event::EventKind::ChatState,
+            message_type: Some("ChatStateChangeMessage".to_owned()),
+            notification_type: None,
+            reference_id: None,
+            chat: Some(crate::event::ChatRecord {
+                id: Some("chat-1".to_owned()),
+                state: Some(crate::gws::notification::ChatState::from(state)),
+                ..crate::event::ChatRecord::default()
+            }),
+            messages: None,
+            error_message: None,
+            decode_error: None,
+            recovered: false,
+            disposition: None,
+            pending: None,
+            action: None,
+            data: serde_json::json!({"state": state}).into(),
+        };
+        serde_json::to_vec(&event).unwrap()
+    }
+
+    #[test]
+    fn a_byte_sink_without_a_filter_decodes_nothing() {
+        let record = Record::new(payload("Chatting"));
+        assert_eq!(
+            admit(&record, Needs::Bytes, &FilterConfig::default()),
+            Ok(true)
+        );
+        assert!(
+            !record.is_decoded(),
+            "neither the sink nor the filter needs fields"
+        );
+        assert_eq!(
+            admit(&record, Needs::EventId, &FilterConfig::default()),
+            Ok(true)
+        );
+        assert!(
+            !record.is_decoded(),
+            "the event_id is read without decoding the event"
+        );
+    }
+
+    #[test]
+    fn a_filter_or_a_sink_that_needs_fields_decodes() {
+        let left = FilterConfig {
+            states: vec!["LeftChat".to_owned()],
+            ..FilterConfig::default()
+        };
+        let record = Record::new(payload("Chatting"));
+        assert_eq!(admit(&record, Needs::Bytes, &left), Ok(false));
+        assert!(record.is_decoded());
+        let record = Record::new(payload("LeftChat"));
+        assert_eq!(admit(&record, Needs::Bytes, &left), Ok(true));
+        let record = Record::new(payload("Chatting"));
+        assert_eq!(
+            admit(&record, Needs::Event, &FilterConfig::default()),
+            Ok(true)
+        );
+        assert!(record.is_decoded());
+    }
+
+    #[test]
+    fn an_unreadable_record_is_refused_only_where_fields_are_needed() {
+        let garbage = || Record::new(&b"{\"schema\":\"chatwatch.event.v1\"}"[..]);
+        assert!(admit(&garbage(), Needs::Event, &FilterConfig::default()).is_err());
+        assert!(admit(&garbage(), Needs::EventId, &FilterConfig::default()).is_err());
+        let filter = FilterConfig {
+            kinds: vec![crate::event::EventKind::ChatState],
+            ..FilterConfig::default()
+        };
+        assert!(admit(&garbage(), Needs::Bytes, &filter).is_err());
+        // A byte sink without a filter writes what the journal holds, as it is.
+        assert_eq!(
+            admit(&garbage(), Needs::Bytes, &FilterConfig::default()),
+            Ok(true)
+        );
+    }
 }

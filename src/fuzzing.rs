@@ -204,9 +204,16 @@ pub fn websocket_frame(data: &[u8]) {
     run_on(&mut p, now);
 }
 
-/// What sinks read back from the journal record of `event`: it must be `event`.
+/// What sinks read back from the journal record of `event`: it must be `event`; and encoding it
+/// again must give the record's bytes (the file, audit, webhook and NATS sinks write the record
+/// as it is, where they once wrote the event decoded and encoded again), on one line.
 pub fn event_round_trip(event: &Event) {
     let bytes = serde_json::to_vec(event).expect("an event serialises");
+    assert!(
+        !bytes.contains(&b'\n'),
+        "a journal record is one line: {}",
+        String::from_utf8_lossy(&bytes)
+    );
     let back: Event = match serde_json::from_slice(&bytes) {
         Ok(back) => back,
         Err(e) => panic!(
@@ -217,6 +224,13 @@ pub fn event_round_trip(event: &Event) {
     assert_eq!(
         &back, event,
         "the record read back differs from the event built"
+    );
+    let again = serde_json::to_vec(&back).expect("an event serialises");
+    assert!(
+        again == bytes,
+        "decoding and encoding the record changes its bytes: {} became {}",
+        String::from_utf8_lossy(&bytes),
+        String::from_utf8_lossy(&again)
     );
 }
 

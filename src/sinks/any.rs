@@ -20,9 +20,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::Event;
-
-use super::deliver::Deliver;
+use super::deliver::{Deliver, Needs};
+use super::record::Record;
 use super::{FilterConfig, SinkError};
 
 /// Generates [`SinkConfig`], [`AnySink`] and their dispatch from one list of sink types, so a
@@ -86,9 +85,15 @@ macro_rules! sink_types {
         }
 
         impl Deliver for AnySink {
-            async fn deliver(&mut self, events: &[Arc<Event>]) -> Result<(), SinkError> {
+            async fn deliver(&mut self, records: &[Arc<Record>]) -> Result<(), SinkError> {
                 match self {
-                    $( Self::$variant(sink) => sink.deliver(events).await, )+
+                    $( Self::$variant(sink) => sink.deliver(records).await, )+
+                }
+            }
+
+            fn needs(&self) -> Needs {
+                match self {
+                    $( Self::$variant(sink) => sink.needs(), )+
                 }
             }
 

@@ -7,6 +7,10 @@
 //! only writer. It never uses `tokio::fs::File`, whose writes may report success before they
 //! happen (tokio#5531, tokio#6005).
 //!
+//! Each line is the event's journal record as it is (the bytes the pipeline wrote with
+//! `serde_json::to_vec`, one JSON object without a line break, then `\n`): the sink decodes
+//! nothing and encodes nothing ([`Needs::Bytes`]).
+//!
 //! The journal holds the events, so a batch is acknowledged per [`FsyncPolicy`]:
 //! [`Deliver::deliver`] resolves once its batch is written and flushed and, with `always`,
 //! synced; with `interval` the sync follows within `fsync_interval` (a power loss, not a
@@ -39,10 +43,9 @@ use std::time::Duration;
 use metrics::Counter;
 use serde::{Deserialize, Serialize};
 
-use crate::event::Event;
-
 use super::append::{append_retrying, create_dirs, sync_dir, SinkFile};
-use super::deliver::Deliver;
+use super::deliver::{Deliver, Needs};
+use super::record::Record;
 use super::writer;
 use super::{failed_counter, FilterConfig, SinkError, TARGET};
 
@@ -159,9 +162,14 @@ pub struct FileSink {
 impl Deliver for FileSink {
     fn deliver(
         &mut self,
-        events: &[Arc<Event>],
+        records: &[Arc<Record>],
     ) -> impl std::future::Future<Output = Result<(), SinkError>> + Send {
-        self.writer.deliver(events)
+        self.writer.deliver(records)
+    }
+
+    /// A line is the journal payload itself: nothing is decoded.
+    fn needs(&self) -> Needs {
+        Needs::Bytes
     }
 
     fn reopen(&mut self) -> impl std::future::Future<Output = Result<(), SinkError>> + Send {
@@ -240,24 +248,28 @@ impl<O: Opener> PlainOutput<O> {
 impl<O: Opener> writer::Output for PlainOutput<O> {
     fn append(
         &mut self,
-        events: &[Arc<Event>],
+        records: &[Arc<Record>],
         retry: &writer::Retry<'_>,
     ) -> Result<u64, writer::OutputError> {
-        let mut batch = Vec::with_capacity(512 * events.len());
-        for event in events {
-            let start = batch.len();
-            match serde_json::to_writer(&mut batch, &**event) {
-                Ok(()) => batch.push(b'\n'),
+        let size: usize = records.iter().map(|r| r.json().len() + 1).sum();
+        let mut batch = Vec::with_capacity(size);
+        for record in records {
+            // The journal payload as it is (one JSON object without a line break).
+            match record.line() {
+                Ok(line) => {
+                    batch.extend_from_slice(&line);
+                    batch.push(b'\n');
+                }
                 Err(error) => {
-                    // Retrying would not help; the event is skipped, loudly.
-                    batch.truncate(start);
+                    // Only a payload with a line break in it that is not an event gets here;
+                    // retrying would not help: the record is skipped, loudly.
                     self.counters.failed_encode.increment(1);
                     tracing::error!(
                         target: TARGET,
                         sink = %self.sink,
-                        event_id = %event.event_id,
+                        event_id = %record.id_or_empty(),
                         %error,
-                        "cannot encode the event as JSON; skipped"
+                        "cannot write the record as one JSON line; skipped"
                     );
                 }
             }

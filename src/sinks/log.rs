@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::event::{Event, EventKind};
 use crate::gws::notification::ReferenceId;
 
-use super::deliver::Deliver;
+use super::deliver::{Deliver, Needs};
+use super::record::Record;
 use super::{delivered_counter, failed_counter, FilterConfig, SinkError};
 
 /// The tracing target every log sink emits on.
@@ -97,9 +98,17 @@ pub struct LogSink {
 }
 
 impl Deliver for LogSink {
-    async fn deliver(&mut self, events: &[Arc<Event>]) -> Result<(), SinkError> {
-        for event in events {
-            if emit(&self.name, self.format, self.level, event) {
+    async fn deliver(&mut self, records: &[Arc<Record>]) -> Result<(), SinkError> {
+        for record in records {
+            let emitted = match self.format {
+                LogFormat::Json => emit_json(&self.name, self.level, record),
+                LogFormat::Human => match record.event() {
+                    Ok(event) => emit(&self.name, self.format, self.level, event),
+                    // The runner does not hand over a record it could not decode (`needs`).
+                    Err(_) => false,
+                },
+            };
+            if emitted {
                 self.delivered.increment(1);
             } else {
                 // Not renderable as JSON (cannot happen for a valid event): counted and logged,
@@ -108,6 +117,14 @@ impl Deliver for LogSink {
             }
         }
         Ok(())
+    }
+
+    /// The human line names fields of the event; the JSON line is the journal payload as it is.
+    fn needs(&self) -> Needs {
+        match self.format {
+            LogFormat::Human => Needs::Event,
+            LogFormat::Json => Needs::Bytes,
+        }
     }
 
     async fn close(&mut self) -> Result<(), SinkError> {
@@ -126,6 +143,36 @@ macro_rules! event_at {
             LogLevel::Error => tracing::error!(target: EVENT_TARGET, $($rest)+),
         }
     };
+}
+
+/// Emits the JSON line of `record` (its journal payload, as [`emit`] renders an event) as one
+/// tracing event; false when it is not UTF-8 text on one line (logged).
+fn emit_json(sink: &str, level: LogLevel, record: &Record) -> bool {
+    let line = record.line();
+    match line.as_deref().map(std::str::from_utf8) {
+        Ok(Ok(line)) => {
+            event_at!(level, event = %line);
+            true
+        }
+        Ok(Err(error)) => {
+            json_failed(sink, record, &error);
+            false
+        }
+        Err(error) => {
+            json_failed(sink, record, error);
+            false
+        }
+    }
+}
+
+fn json_failed(sink: &str, record: &Record, error: &dyn std::fmt::Display) {
+    tracing::error!(
+        target: super::TARGET,
+        sink = %sink,
+        event_id = %record.id_or_empty(),
+        %error,
+        "cannot render the record as one JSON line"
+    );
 }
 
 /// Emits `event` as one tracing event; false when it could not be rendered (json only; logged).
@@ -482,14 +529,14 @@ mod tests {
             });
             let mut sink = config.build("left").await.expect("build");
             // The runner applies the sink's filter to what it reads from the journal.
-            let events: Vec<Arc<Event>> = [
+            let events: Vec<Arc<Record>> = [
                 event("Chatting", Some("Invited")),
                 event("LeftChat", Some("Chatting")),
                 event("LeftChat", Some("LeftChat")),
             ]
             .into_iter()
             .filter(|e| config.filter().matches(e))
-            .map(Arc::new)
+            .map(|e| Arc::new(Record::from_event(e)))
             .collect();
             sink.deliver(&events).await.expect("delivered");
             sink.close().await.expect("closed");

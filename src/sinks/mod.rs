@@ -56,12 +56,14 @@ pub mod webhook;
 // NATS JetStream sink (issue 12).
 pub mod nats;
 pub mod readiness;
+pub mod record;
 mod writer;
 
 pub use crate::filter::{channel_matches, FilterConfig};
 pub use any::{AnySink, SinkConfig};
 pub use file::{FileSink, FileSinkConfig, FsyncPolicy};
 pub use log::{LogFormat, LogLevel, LogSinkConfig};
+pub use record::{Record, RecordError};
 
 // The sink metric names, defined with their HELP text in the catalogue.
 pub use crate::metrics::{

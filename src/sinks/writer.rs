@@ -36,7 +36,7 @@ use metrics::Counter;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::event::Event;
+use super::record::Record;
 
 use super::{delivered_counter, failed_counter, SinkError, TARGET};
 pub use crate::fs::FsyncPolicy;
@@ -69,7 +69,7 @@ pub(crate) enum OutputError {
 pub(crate) trait Output: Send + 'static {
     /// Writes and flushes the lines for `events` (not synced), retrying failed writes through
     /// `retry`. Returns the number of bytes written.
-    fn append(&mut self, events: &[Arc<Event>], retry: &Retry<'_>) -> Result<u64, OutputError>;
+    fn append(&mut self, events: &[Arc<Record>], retry: &Retry<'_>) -> Result<u64, OutputError>;
 
     /// Flushes and `sync_data`s what was written.
     fn sync(&mut self) -> io::Result<()>;
@@ -144,7 +144,7 @@ type Ack = oneshot::Sender<Result<(), SinkError>>;
 
 /// What the async handle asks of the writer thread.
 enum Command {
-    Deliver { events: Vec<Arc<Event>>, ack: Ack },
+    Deliver { events: Vec<Arc<Record>>, ack: Ack },
     Reopen { ack: Ack },
     Close { ack: Ack },
 }
@@ -286,7 +286,7 @@ impl Handle {
     }
 
     /// Delivers `events`; resolves per the fsync policy (see the module documentation).
-    pub(crate) async fn deliver(&mut self, events: &[Arc<Event>]) -> Result<(), SinkError> {
+    pub(crate) async fn deliver(&mut self, events: &[Arc<Record>]) -> Result<(), SinkError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -395,7 +395,7 @@ impl<O: Output> Writer<O> {
         }
     }
 
-    fn deliver(&mut self, events: &[Arc<Event>], ack: Ack) -> Result<(), Stop> {
+    fn deliver(&mut self, events: &[Arc<Record>], ack: Ack) -> Result<(), Stop> {
         if ack.is_closed() {
             // The caller gave up before we started: it will deliver this batch again.
             return Ok(());

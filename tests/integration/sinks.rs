@@ -427,3 +427,71 @@ async fn the_daemon_keeps_an_existing_event_file_and_repairs_its_torn_last_line(
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit().await, Some(0));
 }
+
+/// The journal's records are what the pipeline always wrote (`serde_json::to_vec` of the event);
+/// a journal filled that way before sinks wrote the bytes as they are is delivered by the runner
+/// byte for byte to a sink without a filter, and decoded for a filtered one, which skips a
+/// record that is not an event it can read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_records_reach_byte_sinks_as_they_are_and_filtered_sinks_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = dir.path().join("all.jsonl");
+    let left = dir.path().join("left.jsonl");
+    let journal = journal(dir.path());
+    // Written before the sinks start, as a journal left by a previous run.
+    let mut payloads: Vec<Vec<u8>> = (0..20)
+        .map(|i| {
+            let (state, previous) = if i % 2 == 0 {
+                ("LeftChat", Some("Chatting"))
+            } else {
+                ("Chatting", Some("Invited"))
+            };
+            serde_json::to_vec(&event(i, state, previous)).unwrap()
+        })
+        .collect();
+    payloads.insert(
+        10,
+        br#"{"schema":"chatwatch.event.v1","event_id":"not-an-event"}"#.to_vec(),
+    );
+    let last = *journal.append(payloads.clone()).await.unwrap().end();
+    for name in ["all", "left"] {
+        journal.store_cursor(name, 0).unwrap();
+    }
+    let sinks = vec![
+        (
+            "all".to_owned(),
+            SinkConfig::File(FileSinkConfig::new(&all)),
+        ),
+        (
+            "left".to_owned(),
+            SinkConfig::File(FileSinkConfig {
+                filter: FilterConfig {
+                    entered_states: vec!["LeftChat".to_owned()],
+                    ..FilterConfig::default()
+                },
+                ..FileSinkConfig::new(&left)
+            }),
+        ),
+    ];
+    let runner = SinkRunner::start(journal.clone(), sinks, Duration::from_secs(10))
+        .await
+        .expect("sinks start");
+    wait_cursors(&journal, &["all", "left"], last).await;
+    runner.shutdown(Duration::from_secs(10)).await;
+    journal.close().await.unwrap();
+    let mut expected = Vec::new();
+    for p in &payloads {
+        expected.extend_from_slice(p);
+        expected.push(b'\n');
+    }
+    assert_eq!(
+        std::fs::read(&all).unwrap(),
+        expected,
+        "the records, byte for byte"
+    );
+    let expected_left: Vec<String> = (0..20)
+        .filter(|i| i % 2 == 0)
+        .map(|i| format!("event-{i:06}"))
+        .collect();
+    assert_eq!(ids_in(&left), expected_left);
+}

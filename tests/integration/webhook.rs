@@ -24,6 +24,7 @@ use chatwatch::sinks::webhook::{
     dead_letter_path, deadletter_list, deadletter_redrive, decode_secret, verify, SecretSource,
     WebhookAuth, WebhookSink, WebhookSinkConfig, DISABLED_REASON,
 };
+use chatwatch::sinks::Record;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use url::Url;
@@ -40,6 +41,14 @@ const DEADLINE: Duration = Duration::from_secs(30);
 fn batch(n: usize) -> Vec<Arc<Event>> {
     (0..n)
         .map(|i| Arc::new(event(i, "LeftChat", Some("Chatting"))))
+        .collect()
+}
+
+/// What the runner hands the sink for `events`: their journal records.
+fn records(events: &[Arc<Event>]) -> Vec<Arc<Record>> {
+    events
+        .iter()
+        .map(|e| Arc::new(Record::from_event((**e).clone())))
         .collect()
 }
 
@@ -296,7 +305,7 @@ fn config(url: Url, dead_letters: &Path) -> WebhookSinkConfig {
 }
 
 async fn deliver(sink: &mut WebhookSink, events: &[Arc<Event>]) {
-    tokio::time::timeout(DEADLINE, sink.deliver(events))
+    tokio::time::timeout(DEADLINE, sink.deliver(&records(events)))
         .await
         .expect("deliver finished in time")
         .expect("deliver succeeded");
@@ -316,7 +325,7 @@ async fn receiver_down_then_503_with_retry_after_then_200_gets_everything_in_ord
         .await
         .expect("build");
     let events = batch(10);
-    let sent = events.clone();
+    let sent = records(&events);
     let delivery = tokio::spawn(async move {
         let result = tokio::time::timeout(DEADLINE, sink.deliver(&sent)).await;
         (sink, result)
@@ -602,7 +611,8 @@ async fn dropping_deliver_mid_retry_loses_nothing() {
         .unwrap();
     let events = batch(3);
     // Shutdown in the middle of the retries: the future is dropped.
-    let dropped = tokio::time::timeout(Duration::from_millis(300), sink.deliver(&events)).await;
+    let dropped =
+        tokio::time::timeout(Duration::from_millis(300), sink.deliver(&records(&events))).await;
     assert!(dropped.is_err(), "still retrying");
     assert!(receiver.seen().len() >= 2);
     assert!(deadletter_list(dir.path(), None).unwrap().is_empty());

@@ -8,7 +8,7 @@ use std::io::Write;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::event::Event;
+use crate::sinks::record::{Record as JournalRecord, RecordError};
 
 /// A SHA-256 or HMAC-SHA256 output.
 pub(crate) type Hash = [u8; 32];
@@ -74,15 +74,17 @@ impl Hasher {
     }
 }
 
-/// Appends the line for `event` (with its `\n`) to `out` and returns its hash. On an encoding
-/// error `out` is left as it was.
+/// Appends the line for `record` (with its `\n`) to `out` and returns its hash. The line's
+/// `event` is the journal payload as it is ([`JournalRecord::line`]). On an error `out` is left as it
+/// was.
 pub(crate) fn encode(
     seq: u64,
     prev: &Hash,
-    event: &Event,
+    record: &JournalRecord,
     hasher: &Hasher,
     out: &mut Vec<u8>,
-) -> Result<Hash, serde_json::Error> {
+) -> Result<Hash, RecordError> {
+    let event = record.line()?;
     let start = out.len();
     out.extend_from_slice(HEAD);
     // Writing into a Vec cannot fail.
@@ -90,10 +92,7 @@ pub(crate) fn encode(
     out.extend_from_slice(PREV);
     out.extend_from_slice(hex::encode(prev).as_bytes());
     out.extend_from_slice(EVENT);
-    if let Err(error) = serde_json::to_writer(&mut *out, event) {
-        out.truncate(start);
-        return Err(error);
-    }
+    out.extend_from_slice(&event);
     let hash = hasher.hash(&out[start..]);
     out.extend_from_slice(HASH);
     out.extend_from_slice(hex::encode(hash).as_bytes());

@@ -19,7 +19,7 @@
 //! One JSON object per line, UTF-8, `\n`-terminated, keys in this order and no spaces:
 //!
 //! ```text
-//! {"seq":N,"prev":"<64 hex>","event":{…the event, as every sink receives it…},"hash":"<64 hex>"}
+//! {"seq":N,"prev":"<64 hex>","event":{…the event's journal record, byte for byte…},"hash":"<64 hex>"}
 //! ```
 //!
 //! - `seq` counts records from 1 and increases by exactly 1 along the whole chain, across
@@ -78,13 +78,13 @@ use metrics::Counter;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::event::Event;
 use crate::secret::SecretSource;
 
 use self::files::{Housekeeper, HousekeepingSettings};
 use self::format::{Hash, Hasher, ZERO_HASH};
 use super::append::{append_retrying, create_dirs, sync_dir, SinkFile};
-use super::deliver::Deliver;
+use super::deliver::{Deliver, Needs};
+use super::record::Record;
 use super::writer::{self, FsyncPolicy, Output, OutputError, Retry};
 use super::{failed_counter, FilterConfig, SinkError, TARGET};
 
@@ -353,9 +353,14 @@ pub struct AuditSink {
 impl Deliver for AuditSink {
     fn deliver(
         &mut self,
-        events: &[Arc<Event>],
+        records: &[Arc<Record>],
     ) -> impl std::future::Future<Output = Result<(), SinkError>> + Send {
-        self.writer.deliver(events)
+        self.writer.deliver(records)
+    }
+
+    /// A line holds the journal payload as it is: nothing is decoded.
+    fn needs(&self) -> Needs {
+        Needs::Bytes
     }
 
     fn reopen(&mut self) -> impl std::future::Future<Output = Result<(), SinkError>> + Send {
@@ -666,7 +671,7 @@ fn open_active(
 }
 
 impl Output for AuditOutput {
-    fn append(&mut self, events: &[Arc<Event>], retry: &Retry<'_>) -> Result<u64, OutputError> {
+    fn append(&mut self, events: &[Arc<Record>], retry: &Retry<'_>) -> Result<u64, OutputError> {
         if self.time_rotation_in() == Some(Duration::ZERO) {
             self.rotate()?;
         }
@@ -683,9 +688,9 @@ impl Output for AuditOutput {
                         tracing::error!(
                             target: TARGET,
                             sink = %self.sink,
-                            event_id = %event.event_id,
+                            event_id = %event.id_or_empty(),
                             %error,
-                            "cannot encode the event as JSON; skipped (it gets no seq)"
+                            "cannot write the record as one JSON line; skipped (it gets no seq)"
                         );
                         continue;
                     }

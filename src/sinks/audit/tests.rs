@@ -32,8 +32,11 @@ fn event(i: usize) -> Event {
     }
 }
 
-fn events(range: std::ops::Range<usize>) -> Vec<Arc<Event>> {
-    range.map(|i| Arc::new(event(i))).collect()
+/// The journal records of `range`'s events, as the runner hands them to the sink.
+fn events(range: std::ops::Range<usize>) -> Vec<Arc<Record>> {
+    range
+        .map(|i| Arc::new(Record::from_event(event(i))))
+        .collect()
 }
 
 /// Small files, no compression: a handful of lines per file.
@@ -389,6 +392,34 @@ async fn retention_by_count_keeps_only_n_rotated_files() {
     assert!(report.is_ok(), "{report}");
     assert!(report.first_seq.unwrap() > 1);
     assert_eq!(report.last_seq, Some(120));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_line_holds_the_journal_payload_byte_for_byte_and_the_chain_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = AuditSinkConfig::new(dir.path())
+        .build("audit")
+        .await
+        .expect("open");
+    let payloads: Vec<Vec<u8>> = (0..4)
+        .map(|i| serde_json::to_vec(&event(i)).unwrap())
+        .collect();
+    let records: Vec<Arc<Record>> = payloads
+        .iter()
+        .map(|p| Arc::new(Record::new(p.clone())))
+        .collect();
+    sink.deliver(&records).await.expect("delivered");
+    sink.close().await.expect("close");
+    let lines = read_lines(&files::active_path(dir.path(), "audit"));
+    assert_eq!(lines.len(), 4);
+    for (line, payload) in lines.iter().zip(&payloads) {
+        let payload = std::str::from_utf8(payload).unwrap();
+        let event = format!(",\"event\":{payload},\"hash\":\"");
+        assert!(line.contains(&event), "{line}");
+    }
+    assert!(records.iter().all(|r| !r.is_decoded()));
+    let report = check(dir.path(), None);
+    assert!(report.is_ok(), "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

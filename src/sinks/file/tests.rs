@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use metrics_util::debugging::DebuggingRecorder;
 
 use super::*;
-use crate::event::EventKind;
+use crate::event::{Event, EventKind};
 
 /// Failures to inject, shared between the test and the writer.
 #[derive(Debug, Default)]
@@ -247,8 +247,11 @@ async fn deliver_harness_over(
     }
 }
 
-fn events(range: std::ops::Range<usize>) -> Vec<Arc<Event>> {
-    range.map(|i| Arc::new(event(i))).collect()
+/// The journal records of `range`'s events, as the runner hands them to the sink.
+fn events(range: std::ops::Range<usize>) -> Vec<Arc<Record>> {
+    range
+        .map(|i| Arc::new(Record::from_event(event(i))))
+        .collect()
 }
 
 impl DeliverHarness {
@@ -594,6 +597,43 @@ async fn dropping_a_pending_deliver_is_harmless() {
     assert_lines(first, 0, 0..10);
     assert_lines(rest, 0, 0..20);
     h.sink.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_line_is_the_journal_payload_byte_for_byte_and_nothing_is_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let mut sink = FileSinkConfig::new(&path)
+        .build("test")
+        .await
+        .expect("open");
+    let mut payloads: Vec<Vec<u8>> = (0..3)
+        .map(|i| serde_json::to_vec(&event(i)).unwrap())
+        .collect();
+    // Keys in another order than `Event` writes them (a `Value` sorts them): decoding and
+    // encoding again would change these bytes, writing them as they are does not.
+    let sorted = serde_json::to_vec(&serde_json::to_value(event(3)).unwrap()).unwrap();
+    assert_ne!(
+        serde_json::to_vec(&serde_json::from_slice::<Event>(&sorted).unwrap()).unwrap(),
+        sorted
+    );
+    payloads.push(sorted);
+    let records: Vec<Arc<Record>> = payloads
+        .iter()
+        .map(|p| Arc::new(Record::new(p.clone())))
+        .collect();
+    sink.deliver(&records).await.expect("delivered");
+    sink.close().await.expect("close");
+    let mut expected = Vec::new();
+    for p in &payloads {
+        expected.extend_from_slice(p);
+        expected.push(b'\n');
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), expected);
+    assert!(
+        records.iter().all(|r| !r.is_decoded()),
+        "the file sink writes bytes: it decodes nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,23 +17,24 @@ use async_nats::connection::State;
 use time::OffsetDateTime;
 
 use crate::event::Event;
+use crate::sinks::record::Record;
 use crate::sinks::webhook::{dead_letter_path, DeadLetter};
 use crate::sinks::SinkError;
 
 use super::config::NatsSinkConfig;
 use super::service;
 
-/// A dead letter for `event`, given up by `sink` now for `reason`.
-pub(crate) fn letter(sink: &str, event: &Event, reason: String) -> DeadLetter {
+/// A dead letter for `record`, given up by `sink` now for `reason`.
+pub(crate) fn letter(sink: &str, record: &Record, reason: String) -> DeadLetter {
     DeadLetter {
         sink: sink.to_owned(),
-        event_id: event.event_id.clone(),
+        event_id: record.id_or_empty().to_owned(),
         failed_at: OffsetDateTime::now_utc(),
         status: None,
         reason,
         body_start: String::new(),
         attempts: 1,
-        event: serde_json::to_value(event).unwrap_or(serde_json::Value::Null),
+        event: crate::sinks::webhook::record_value(record),
     }
 }
 

@@ -13,7 +13,9 @@
 //! stream's duplicate window drops re-publishes), `Nats-Expected-Stream` = `stream` (an event
 //! captured by another stream is refused), and `Chatwatch-Schema`, `Chatwatch-Account`,
 //! `Chatwatch-Kind`, `Chatwatch-State` (when the event has a chat state). Body: the event
-//! record, `serde_json::to_vec(&event)`, byte for byte what the file and webhook sinks write.
+//! record as the journal holds it (the pipeline's `serde_json::to_vec(&event)`), byte for byte
+//! what the file and webhook sinks write; the headers and the subject are the only reason this
+//! sink decodes the event.
 //!
 //! ## Delivery
 //! - The journal cursor advances only when every event of the batch has its PubAck (or is

@@ -27,6 +27,7 @@ use time::OffsetDateTime;
 
 use crate::event::Event;
 use crate::fs::sync_dir;
+use crate::sinks::record::Record;
 use crate::sinks::SinkError;
 
 use super::config::{validate_sink_name, WebhookSinkConfig};
@@ -54,23 +55,23 @@ pub struct DeadLetter {
     pub body_start: String,
     /// How many attempts were made (0 when the endpoint was already disabled).
     pub attempts: u32,
-    /// The full event, as the sink would POST it.
+    /// The event record the sink posted (the journal record, as a JSON value: its keys come
+    /// out sorted; [`DeadLetter::body`] gives the posted bytes back).
     pub event: Value,
 }
 
 impl DeadLetter {
-    /// A dead letter for `event` given up by `sink` now.
-    pub(crate) fn new(sink: &str, event: &Event, failure: &Failure, attempts: u32) -> Self {
+    /// A dead letter for `record` given up by `sink` now.
+    pub(crate) fn new(sink: &str, record: &Record, failure: &Failure, attempts: u32) -> Self {
         Self {
             sink: sink.to_owned(),
-            event_id: event.event_id.clone(),
+            event_id: record.id_or_empty().to_owned(),
             failed_at: OffsetDateTime::now_utc(),
             status: failure.status,
             reason: failure.reason.clone(),
             body_start: failure.body_start.clone(),
             attempts,
-            // An `Event` always serialises (string keys only); `Null` is never reached.
-            event: serde_json::to_value(event).unwrap_or(Value::Null),
+            event: record_value(record),
         }
     }
 
@@ -84,6 +85,12 @@ impl DeadLetter {
         }
         .unwrap_or_default()
     }
+}
+
+/// The event of a dead letter: the journal payload as a JSON value (from its bytes, so nothing
+/// is lost), or `Null` for a record that is not JSON at all.
+pub(crate) fn record_value(record: &Record) -> Value {
+    serde_json::from_slice(record.json()).unwrap_or(Value::Null)
 }
 
 /// The dead-letter file of `sink` in `dir`: `<dir>/<sink>.jsonl`.

@@ -10,8 +10,9 @@
 //! `deadletter` use `service`; `sink` hands dead letters to `deadletter`.
 //!
 //! ## One request per event (Standard Webhooks v1)
-//! The body is the event record, `serde_json::to_vec(&event)`, with `content-type:
-//! application/json`, and three headers:
+//! The body is the event record exactly as the journal holds it (the bytes the pipeline wrote
+//! with `serde_json::to_vec(&event)`, posted as they are, not decoded and encoded again), with
+//! `content-type: application/json`, and three headers:
 //! - `webhook-id`: the event's `event_id`, the same on every retry, after restarts and on a
 //!   redrive, so the receiver deduplicates on it (delivery is at least once);
 //! - `webhook-timestamp`: Unix seconds of *this* attempt;
@@ -65,7 +66,7 @@ pub use deadletter::{
 };
 // The dead-letter file's primitives, shared with the NATS sink (one file format, one
 // implementation).
-pub(crate) use deadletter::{append, check_writable, ensure_dir, lock};
+pub(crate) use deadletter::{append, check_writable, ensure_dir, lock, record_value};
 pub use service::{BODY_START_BYTES, DISABLED_REASON};
 pub use sign::{decode_secret, sign, verify, SecretError, SECRET_PREFIX};
 pub use sink::WebhookSink;

@@ -17,9 +17,9 @@ use metrics::{Counter, Gauge};
 use tokio::time::Instant;
 use url::Url;
 
-use crate::event::Event;
 use crate::http::redact_url;
-use crate::sinks::deliver::Deliver;
+use crate::sinks::deliver::{Deliver, Needs};
+use crate::sinks::record::Record;
 use crate::sinks::{delivered_counter, SinkError};
 
 use super::config::{validate_sink_name, WebhookSinkConfig};
@@ -141,10 +141,10 @@ impl<P: Poster> Engine<P> {
     }
 
     /// Delivers or dead-letters every event of the batch; see [`Deliver`].
-    pub(crate) async fn deliver(&self, events: &[Arc<Event>]) -> Result<(), SinkError> {
+    pub(crate) async fn deliver(&self, events: &[Arc<Record>]) -> Result<(), SinkError> {
         // Forget the progress of events no longer in the batch (bounded memory).
         {
-            let ids: HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+            let ids: HashSet<&str> = events.iter().map(|e| e.id_or_empty()).collect();
             lock(&self.progress).retain(|id, _| ids.contains(id.as_str()));
         }
         if self.in_flight == 1 {
@@ -175,11 +175,10 @@ impl<P: Poster> Engine<P> {
     }
 
     /// Delivers one event, retrying transient failures, or dead-letters it.
-    async fn deliver_one(&self, event: &Arc<Event>) -> Result<(), SinkError> {
-        let id = event.event_id.as_str();
-        let body: Bytes = serde_json::to_vec(&**event)
-            .map_err(|e| self.failed(format!("cannot encode event {id}: {e}")))?
-            .into();
+    async fn deliver_one(&self, event: &Arc<Record>) -> Result<(), SinkError> {
+        let id = event.id_or_empty();
+        // The journal payload as it is (a clone of `Bytes` shares it).
+        let body: Bytes = event.json().clone();
         loop {
             if self.is_disabled() {
                 return self.dead_letter_disabled(std::slice::from_ref(event)).await;
@@ -269,17 +268,17 @@ impl<P: Poster> Engine<P> {
     /// Writes one dead letter durably, then forgets the event's progress.
     async fn dead_letter(
         &self,
-        event: &Event,
+        event: &Record,
         failure: Failure,
         attempts: u32,
     ) -> Result<(), SinkError> {
         let letter = DeadLetter::new(&self.name, event, &failure, attempts);
         self.append(vec![letter]).await?;
-        lock(&self.progress).remove(&event.event_id);
+        lock(&self.progress).remove(event.id_or_empty());
         tracing::warn!(
             target: TARGET,
             sink = %self.name,
-            event_id = %event.event_id,
+            event_id = %event.id_or_empty(),
             status = failure.status,
             attempts,
             reason = %failure.reason,
@@ -290,7 +289,7 @@ impl<P: Poster> Engine<P> {
     }
 
     /// Dead-letters `events` because the endpoint is disabled, in one durable append.
-    async fn dead_letter_disabled(&self, events: &[Arc<Event>]) -> Result<(), SinkError> {
+    async fn dead_letter_disabled(&self, events: &[Arc<Record>]) -> Result<(), SinkError> {
         let failure = Failure {
             status: None,
             reason: DISABLED_REASON.to_owned(),
@@ -302,7 +301,7 @@ impl<P: Poster> Engine<P> {
             events
                 .iter()
                 .map(|e| {
-                    let attempts = progress.get(&e.event_id).map_or(0, |p| p.attempts);
+                    let attempts = progress.get(e.id_or_empty()).map_or(0, |p| p.attempts);
                     DeadLetter::new(&self.name, e, &failure, attempts)
                 })
                 .collect()
@@ -312,7 +311,7 @@ impl<P: Poster> Engine<P> {
         {
             let mut progress = lock(&self.progress);
             for e in events {
-                progress.remove(&e.event_id);
+                progress.remove(e.id_or_empty());
             }
         }
         self.metrics.attempt_disabled.increment(count);
@@ -458,8 +457,13 @@ impl WebhookSink {
 impl Deliver for WebhookSink {
     /// Delivers every event (in order, one at a time, when `ordered`; else up to `concurrency`
     /// at once) or dead-letters it durably; `Err` only when a dead letter cannot be written.
-    async fn deliver(&mut self, events: &[Arc<Event>]) -> Result<(), SinkError> {
-        self.engine.deliver(events).await
+    async fn deliver(&mut self, records: &[Arc<Record>]) -> Result<(), SinkError> {
+        self.engine.deliver(records).await
+    }
+
+    /// The body is the journal payload as it is; only the `event_id` (`webhook-id`) is read.
+    fn needs(&self) -> Needs {
+        Needs::EventId
     }
 
     /// Nothing to flush: dead letters are synced when written.

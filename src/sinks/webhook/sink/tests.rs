@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use metrics_util::debugging::DebuggingRecorder;
 
 use super::*;
-use crate::event::{EventKind, SCHEMA};
+use crate::event::{Event, EventKind, SCHEMA};
 use crate::sinks::test_support::Counters;
 use crate::sinks::webhook::deadletter_list;
 use crate::sinks::webhook::service::Response;
@@ -81,8 +81,9 @@ fn refused() -> Response {
     }
 }
 
-fn event(i: usize) -> Arc<Event> {
-    Arc::new(Event {
+/// The journal record of event `i`, as the runner hands it to the sink.
+fn event(i: usize) -> Arc<Record> {
+    Arc::new(Record::from_event(Event {
         schema: SCHEMA.to_owned(),
         event_id: format!("ev-{i:03}"),
         fingerprint: "00".repeat(16),
@@ -102,10 +103,10 @@ fn event(i: usize) -> Arc<Event> {
         pending: None,
         action: None,
         data: serde_json::json!({ "i": i }).into(),
-    })
+    }))
 }
 
-fn events(n: usize) -> Vec<Arc<Event>> {
+fn events(n: usize) -> Vec<Arc<Record>> {
     (0..n).map(event).collect()
 }
 
