@@ -38,12 +38,13 @@
 //! whatever appends are queued into one group, writes them, then per [`JournalFsync`]:
 //! - `always`: one `fdatasync` for the whole group (group commit), then the head moves and the
 //!   appends return;
-//! - `interval`: the appends return once written; the thread syncs within `fsync_interval` of
-//!   the first unsynced write (also while idle) and only then moves the head;
+//! - `interval`: the appends return once written and the head moves (with `sinks_see =
+//!   "synced"`: only after the sync); the thread syncs within `fsync_interval` of the first
+//!   unsynced write (also while idle);
 //! - `never`: the head moves and the appends return once written; the kernel decides.
 //!
-//! Readers see only records up to the head ([`Journal::head`]), i.e. records durable per the
-//! policy. A failed write (e.g. `ENOSPC`) is rolled back (the segment truncated to where the
+//! Readers see only records up to the head ([`Journal::head`]): records synced under `always`,
+//! written under `never` and, under `interval`, written (default) or synced per [`SinksSee`]. A failed write (e.g. `ENOSPC`) is rolled back (the segment truncated to where the
 //! append started), so a failed append leaves nothing behind. A failed `fsync` is fatal
 //! ("fsyncgate": after a failed fsync the kernel may have dropped the dirty pages and a later
 //! fsync can falsely succeed): that append and every later one return
@@ -135,8 +136,8 @@ pub const MIN_SEGMENT_BYTES: u64 = 64;
 /// When the journal calls `fdatasync` on the segment it appends to: the crate's one
 /// [`FsyncPolicy`](crate::fs::FsyncPolicy), under the name the journal's API has always used.
 /// `always`: after every group of appends, before they return (concurrent appends share one
-/// fsync); `interval` (default): within `fsync_interval` of a write, sinks seeing a record only
-/// once it is synced; `never`: only at shutdown.
+/// fsync); `interval` (default): within `fsync_interval` of a write, sinks seeing a record once
+/// it is written or once it is synced per [`SinksSee`]; `never`: only at shutdown.
 pub use crate::fs::FsyncPolicy as JournalFsync;
 
 /// What an append does when the journal would exceed `max_bytes` even after garbage
@@ -158,6 +159,23 @@ pub enum WhenFull {
     DropOldest,
 }
 
+/// When sinks may read an appended record under `fsync = "interval"` (with `always` a record
+/// is synced before it is visible anyway, with `never` it is visible once written).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinksSee {
+    /// Once written to the segment (the page cache), before the sync that follows within
+    /// `fsync_interval`: an event reaches the sinks in about a millisecond. A power loss (not a
+    /// process crash) can then lose from the journal up to one interval of events that sinks
+    /// already delivered; recovery continues the sequence numbers after the highest cursor, so
+    /// no sink skips a new event. The default.
+    #[default]
+    Written,
+    /// Only once synced: no sink ever delivers an event the journal could lose in a power
+    /// loss, at the price of waiting up to `fsync_interval` (200 ms by default) per event.
+    Synced,
+}
+
 /// The `[journal]` configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -166,13 +184,15 @@ pub struct JournalConfig {
     /// if missing. Default: `/var/lib/chatwatch/journal`.
     pub dir: PathBuf,
     /// When appended events are synced to disk: `"always"` (before the append returns),
-    /// `"interval"` (default: within `fsync_interval`) or `"never"` (only at shutdown). Sinks
-    /// only see events that are durable per this policy.
+    /// `"interval"` (default: within `fsync_interval`) or `"never"` (only at shutdown).
     pub fsync: JournalFsync,
-    /// With `fsync = "interval"`: the longest time an appended event stays unsynced (and
-    /// invisible to sinks), e.g. `"200ms"` (default). Must be greater than zero.
+    /// With `fsync = "interval"`: the longest time an appended event stays unsynced, e.g.
+    /// `"200ms"` (default). Must be greater than zero.
     #[serde(with = "humantime_serde")]
     pub fsync_interval: Duration,
+    /// With `fsync = "interval"`: whether sinks see an event once it is `"written"` (default)
+    /// or only once it is `"synced"`. See [`SinksSee`].
+    pub sinks_see: SinksSee,
     /// Size of one segment file in bytes; whole segments are deleted once every sink has read
     /// them. A record never spans segments. Default: 67108864 (64 MiB); at least 64.
     pub segment_bytes: u64,
@@ -192,6 +212,7 @@ impl Default for JournalConfig {
             dir: PathBuf::from("/var/lib/chatwatch/journal"),
             fsync: JournalFsync::default(),
             fsync_interval: Duration::from_millis(200),
+            sinks_see: SinksSee::default(),
             segment_bytes: 64 << 20,
             max_bytes: 1 << 30,
             when_full: WhenFull::default(),

@@ -224,6 +224,7 @@ async fn a_failed_interval_sync_keeps_the_records_invisible_and_stops_appends() 
     let dir = tempfile::tempdir().unwrap();
     let journal = Journal::open(JournalConfig {
         fsync_interval: Duration::from_millis(10),
+        sinks_see: SinksSee::Synced,
         ..small(dir.path(), JournalFsync::Interval)
     })
     .unwrap();
@@ -243,6 +244,38 @@ async fn a_failed_interval_sync_keeps_the_records_invisible_and_stops_appends() 
         .await
         .expect_err("poisoned");
     assert!(matches!(err, JournalError::Sync { .. }), "{err}");
+    assert!(journal.close().await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_interval_sync_with_records_already_visible_stops_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(JournalConfig {
+        fsync_interval: Duration::from_millis(10),
+        ..small(dir.path(), JournalFsync::Interval)
+    })
+    .unwrap();
+    faults(&journal).syncs.store(1, Ordering::SeqCst);
+    assert_eq!(journal.append(vec![payload(1)]).await.unwrap(), 1..=1);
+    assert_eq!(
+        *journal.head().borrow(),
+        1,
+        "visible once written (the default)"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while journal.inner.shared.lock().poisoned.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the flusher never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let err = journal
+        .append(vec![payload(2)])
+        .await
+        .expect_err("poisoned");
+    assert!(matches!(err, JournalError::Sync { .. }), "{err}");
+    assert_eq!(*journal.head().borrow(), 1, "nothing after the failed sync");
     assert!(journal.close().await.is_err());
 }
 

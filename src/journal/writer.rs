@@ -22,7 +22,7 @@ use tokio::sync::{oneshot, watch};
 use super::format::{encode, maybe_index, record_len, segment_name, MAX_SEQ};
 use super::recovery::Opened;
 use super::state::{private_file_options, remove_file, Metrics, Segment, Shared, Wake};
-use super::{JournalConfig, JournalError, JournalFsync, WhenFull, TARGET};
+use super::{JournalConfig, JournalError, JournalFsync, SinksSee, WhenFull, TARGET};
 
 /// Most appends committed together.
 const MAX_GROUP: usize = 1024;
@@ -286,7 +286,12 @@ impl Writer {
             JournalFsync::Always if self.dirty_since.is_some() => self.sync().is_ok(),
             _ => self.shared.lock().poisoned.is_none(),
         };
-        if synced && self.policy() == JournalFsync::Never {
+        let visible_when_written = match self.policy() {
+            JournalFsync::Never => true,
+            JournalFsync::Interval => self.shared.cfg.sinks_see == SinksSee::Written,
+            JournalFsync::Always => false,
+        };
+        if synced && visible_when_written {
             self.publish(self.written);
         }
         for (reply, result) in std::mem::take(&mut self.pending) {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chatwatch::journal::{
-    status_offline, tail_offline, Journal, JournalConfig, JournalError, JournalFsync, WhenFull,
-    CORRUPT_RECORDS, DROPPED, FULL, TRUNCATED_BYTES,
+    status_offline, tail_offline, Journal, JournalConfig, JournalError, JournalFsync, SinksSee,
+    WhenFull, CORRUPT_RECORDS, DROPPED, FULL, TRUNCATED_BYTES,
 };
 use metrics_util::debugging::DebuggingRecorder;
 
@@ -549,6 +549,7 @@ async fn head_moves_after_the_flusher_under_interval() {
     let dir = tempfile::tempdir().unwrap();
     let journal = Journal::open(JournalConfig {
         fsync_interval: Duration::from_secs(2),
+        sinks_see: SinksSee::Synced,
         ..small(dir.path(), JournalFsync::Interval)
     })
     .unwrap();
@@ -571,6 +572,23 @@ async fn head_moves_after_the_flusher_under_interval() {
         started.elapsed() >= Duration::from_millis(1500),
         "not before the interval"
     );
+    assert_eq!(read_all(&journal), vec![1, 2, 3, 4]);
+    journal.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_moves_on_write_under_interval_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(JournalConfig {
+        // Far longer than the test: visibility cannot come from the sync. (That the flusher
+        // still syncs is `journal::tests::a_failed_interval_sync_with_records_already_visible…`.)
+        fsync_interval: Duration::from_secs(60),
+        ..small(dir.path(), JournalFsync::Interval)
+    })
+    .unwrap();
+    let head = journal.head();
+    append_each(&journal, 1..=4).await;
+    assert_eq!(*head.borrow(), 4, "visible once written");
     assert_eq!(read_all(&journal), vec![1, 2, 3, 4]);
     journal.close().await.unwrap();
 }
