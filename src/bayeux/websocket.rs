@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -40,7 +42,8 @@ const PUSH_CAPACITY: usize = 1024;
 /// Replies expected by one request.
 struct Pending {
     remaining: usize,
-    replies: Vec<Value>,
+    /// The replies received so far, each the exact JSON text of one message.
+    replies: Vec<Box<RawValue>>,
     done: Option<oneshot::Sender<Result<Bytes, TransportError>>>,
 }
 
@@ -351,35 +354,81 @@ fn fail_all(pending: &PendingMap) {
     }
 }
 
-/// Hands the replies of a frame to the requests waiting for them; returns the rest (as a JSON
-/// array) for the driver, or `None` when nothing is left. A frame that is not JSON is passed on
-/// whole, so the protocol reports it.
+/// What [`dispatch`] reads of one message: whether it is a reply (has `successful`, whatever
+/// its value) and its `id`. Everything else is skipped unparsed.
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(default, deserialize_with = "present")]
+    successful: bool,
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+}
+
+/// `true` for a field that is there, whatever its value (`null` included).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
+}
+
+/// A message id as the pending map keys it: a string's text, or a number's digits.
+fn raw_id_text(raw: &RawValue) -> Option<String> {
+    serde_json::from_str::<Value>(raw.get())
+        .ok()
+        .as_ref()
+        .and_then(id_text)
+}
+
+/// `[m1,m2,...]` of exact message texts.
+fn join_messages<'a>(messages: impl IntoIterator<Item = &'a RawValue>) -> Vec<u8> {
+    let mut body = Vec::with_capacity(256);
+    body.push(b'[');
+    for (i, m) in messages.into_iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(m.get().as_bytes());
+    }
+    body.push(b']');
+    body
+}
+
+/// Hands the replies of a frame to the requests waiting for them; returns the rest for the
+/// driver, or `None` when nothing is left. A frame that is not JSON is passed on whole, so the
+/// protocol reports it.
+///
+/// No JSON tree is built: each message is kept as its exact text ([`RawValue`]) and only its
+/// `successful` and `id` are read. A frame of deliveries alone (the common case: Faye and
+/// CometD push each delivery as its own frame) is passed on as the very bytes received.
 fn dispatch(frame: &[u8], pending: &PendingMap) -> Option<Bytes> {
-    let value: Value = match serde_json::from_slice(frame) {
-        Ok(v) => v,
-        Err(_) => return Some(Bytes::copy_from_slice(frame)),
+    let whole = || Some(Bytes::copy_from_slice(frame));
+    let messages: Vec<&RawValue> = match serde_json::from_slice::<Vec<&RawValue>>(frame) {
+        Ok(messages) => messages,
+        Err(_) => match serde_json::from_slice::<&RawValue>(frame) {
+            Ok(single) if single.get().starts_with('{') => vec![single],
+            _ => return whole(),
+        },
     };
-    let messages = match value {
-        Value::Array(messages) => messages,
-        other => vec![other],
-    };
-    let mut rest = Vec::new();
+    let mut rest: Vec<&RawValue> = Vec::new();
     let mut completed = Vec::new();
+    let mut any_reply = false;
     for message in messages {
-        let is_reply = message.get("successful").is_some();
-        let id = message.get("id").and_then(id_text);
-        let entry = match (&id, is_reply) {
-            (Some(id), true) => pending
+        let Ok(peek) = serde_json::from_str::<Peek<'_>>(message.get()) else {
+            // Not an object (or a malformed one): the protocol judges it.
+            rest.push(message);
+            continue;
+        };
+        let entry = match (peek.successful, peek.id.and_then(raw_id_text)) {
+            (true, Some(id)) => pending
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .remove(id),
+                .remove(&id),
             _ => None,
         };
         match entry {
             Some(entry) => {
+                any_reply = true;
                 let done = {
                     let mut p = entry.lock().unwrap_or_else(PoisonError::into_inner);
-                    p.replies.push(message);
+                    p.replies.push(message.to_owned());
                     p.remaining = p.remaining.saturating_sub(1);
                     p.remaining == 0
                 };
@@ -390,18 +439,19 @@ fn dispatch(frame: &[u8], pending: &PendingMap) -> Option<Bytes> {
             None => rest.push(message),
         }
     }
+    if !any_reply {
+        // Nothing for a waiting request: the frame goes on exactly as it came.
+        return if rest.is_empty() { None } else { whole() };
+    }
     // Deliveries that share a frame with a reply travel with that reply (as on long-polling):
     // a connect reply and the batch it carries stay together.
     if let Some(first) = completed.first() {
-        first
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .replies
-            .append(&mut rest);
+        let mut p = first.lock().unwrap_or_else(PoisonError::into_inner);
+        p.replies.extend(rest.drain(..).map(RawValue::to_owned));
     }
     for entry in completed {
         let mut p = entry.lock().unwrap_or_else(PoisonError::into_inner);
-        let body = serde_json::to_vec(&p.replies).unwrap_or_default();
+        let body = join_messages(p.replies.iter().map(|r| &**r));
         if let Some(done) = p.done.take() {
             let _ = done.send(Ok(Bytes::from(body)));
         }
@@ -409,7 +459,7 @@ fn dispatch(frame: &[u8], pending: &PendingMap) -> Option<Bytes> {
     if rest.is_empty() {
         None
     } else {
-        Some(Bytes::from(serde_json::to_vec(&rest).unwrap_or_default()))
+        Some(Bytes::from(join_messages(rest)))
     }
 }
 
@@ -500,5 +550,38 @@ mod tests {
         // Not JSON: passed on for the protocol to report.
         assert_eq!(dispatch(b"nope", &pending).unwrap().as_ref(), b"nope");
         fail_all(&pending);
+    }
+
+    #[test]
+    fn frames_keep_the_exact_text_the_server_sent() {
+        let pending: PendingMap = Arc::default();
+        // Deliveries only: the very bytes go on (key order and spacing kept, nothing re-encoded).
+        let frame = br#"[ {"data":{"z":1,"a":"\u00e9"},"channel":"/v2/me/chats"} ]"#;
+        assert_eq!(dispatch(frame, &pending).unwrap().as_ref(), frame);
+        let single = br#"{"data":{"z":1},"channel":"/v2/me/chats"}"#;
+        assert_eq!(dispatch(single, &pending).unwrap().as_ref(), single);
+        assert!(dispatch(b"[]", &pending).is_none());
+        // A reply and a delivery in one frame: both travel to the request, as their own texts.
+        let (tx, mut rx) = oneshot::channel();
+        let entry = Arc::new(Mutex::new(Pending {
+            remaining: 1,
+            replies: Vec::new(),
+            done: Some(tx),
+        }));
+        pending.lock().unwrap().insert("7".into(), entry);
+        let frame = br#"[{"id":"7","successful":true,"channel":"/meta/connect"},{"data":{"z":1,"a":2},"channel":"/x"}]"#;
+        assert!(dispatch(frame, &pending).is_none());
+        let body = rx.try_recv().unwrap().unwrap();
+        assert_eq!(body.as_ref(), frame.as_slice());
+        // `successful: null` still marks a reply.
+        let (tx, mut rx) = oneshot::channel();
+        let entry = Arc::new(Mutex::new(Pending {
+            remaining: 1,
+            replies: Vec::new(),
+            done: Some(tx),
+        }));
+        pending.lock().unwrap().insert("8".into(), entry);
+        assert!(dispatch(br#"[{"id":8,"successful":null}]"#, &pending).is_none());
+        assert!(rx.try_recv().unwrap().is_ok());
     }
 }
