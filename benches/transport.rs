@@ -8,9 +8,12 @@
 //! from `/proc/<pid>/stat` of each process between "subscribed" and "all events in". Under
 //! `cargo test` (no `--bench` argument) it runs 200 events per case as a smoke test.
 //! `CHATWATCH_BENCH_FSYNC=never` sets the journal's fsync policy (default `interval`).
+//! `CHATWATCH_BENCH_BASELINE=/path/to/chatwatch` adds a third client, another chatwatch binary
+//! (e.g. a release build of an earlier commit), run in the same rounds, so a change is measured
+//! against what it changed side by side.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -43,6 +46,7 @@ fn lines(path: &Path) -> u64 {
 struct Outcome(f64, f64);
 
 async fn chatwatch(
+    bin: &Path,
     port: u16,
     transport: &str,
     fsync: &str,
@@ -65,7 +69,7 @@ async fn chatwatch(
     )
     .unwrap();
     let daemon = Proc(
-        Command::new(env!("CARGO_BIN_EXE_chatwatch"))
+        Command::new(bin)
             .args(["run", "--config"])
             .arg(&config)
             .env_remove("RUST_LOG")
@@ -161,6 +165,8 @@ fn main() {
     // The journal's fsync policy: "interval" is the default; "never" leaves out the syncs the
     // peer (which persists nothing) does not do either.
     let fsync = std::env::var("CHATWATCH_BENCH_FSYNC").unwrap_or_else(|_| "interval".to_owned());
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_chatwatch"));
+    let baseline = std::env::var_os("CHATWATCH_BENCH_BASELINE").map(PathBuf::from);
     println!("journal fsync = \"{fsync}\"");
     println!("| transport | client | events/s | CPU per 10 000 events |");
     println!("| --- | --- | --- | --- |");
@@ -170,9 +176,15 @@ fn main() {
             // The median of `rounds` runs of each.
             let mut ours = Vec::new();
             let mut peer = Vec::new();
+            let mut before = Vec::new();
             for _ in 0..rounds {
-                ours.push(chatwatch(port, transport, &fsync, n, start, &base).await);
+                ours.push(chatwatch(&bin, port, transport, &fsync, n, start, &base).await);
                 start += n;
+                if let Some(baseline) = &baseline {
+                    before
+                        .push(chatwatch(baseline, port, transport, &fsync, n, start, &base).await);
+                    start += n;
+                }
                 peer.push(cometd_js(port, transport, n, start).await);
                 start += n;
             }
@@ -184,6 +196,10 @@ fn main() {
             let (our_rate, our_cpu) = median(&mut ours);
             let (peer_rate, peer_cpu) = median(&mut peer);
             println!("| {transport} | chatwatch | {our_rate:.0} | {our_cpu:.0} ms |");
+            if !before.is_empty() {
+                let (rate, cpu) = median(&mut before);
+                println!("| {transport} | chatwatch (baseline) | {rate:.0} | {cpu:.0} ms |");
+            }
             println!("| {transport} | CometD JS (Node) | {peer_rate:.0} | {peer_cpu:.0} ms |");
             println!(
                 "| {transport} | ratio | | chatwatch uses {:.2}× the peer's CPU |",
