@@ -14,14 +14,11 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use tokio::time::Instant;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{faye, free_port, repo, Proc};
+use common::{chatwatch_on, faye, repo};
 
 /// The publishing rate of every case.
 const RATE_PER_S: u64 = 1_000;
@@ -86,40 +83,9 @@ async fn case(
     base: &Path,
 ) -> Vec<f64> {
     let dir = tempfile::tempdir_in(base).unwrap();
-    let admin = free_port();
-    let config = dir.path().join("chatwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[accounts]]\nname = \"main\"\nurl = \"http://127.0.0.1:{port}\"\nserver = \"bayeux\"\n\
-             use_env_proxy = false\ntransports = [\"{transport}\"]\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n\
-             [journal]\ndir = \"{d}/journal\"\nfsync = \"{fsync}\"\n\n[log]\nlevel = \"warn\"\nformat = \"json\"\n\n\
-             [sinks.events]\ntype = \"file\"\npath = \"{d}/events.jsonl\"\nfsync = \"never\"\n",
-            d = dir.path().display(),
-        ),
-    )
-    .unwrap();
-    let _daemon = Proc(
-        Command::new(env!("CARGO_BIN_EXE_chatwatch"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let bin = Path::new(env!("CARGO_BIN_EXE_chatwatch"));
+    let _daemon = chatwatch_on(bin, port, transport, fsync, dir.path()).await;
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !http
-        .get(format!("http://127.0.0.1:{admin}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "chatwatch never subscribed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let events = dir.path().join("events.jsonl");
     let reader = {
         let timeout = Duration::from_secs(60 + n / RATE_PER_S);

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{cpu_secs, faye, free_port, repo, Proc};
+use common::{chatwatch_on, cpu_secs, faye, repo, Proc};
 
 async fn publish(http: &reqwest::Client, port: u16, start: u64, count: u64) {
     let r = http
@@ -55,40 +55,8 @@ async fn chatwatch(
     base: &Path,
 ) -> Outcome {
     let dir = tempfile::tempdir_in(base).unwrap();
-    let admin = free_port();
-    let config = dir.path().join("chatwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[accounts]]\nname = \"main\"\nurl = \"http://127.0.0.1:{port}\"\nserver = \"bayeux\"\n\
-             use_env_proxy = false\ntransports = [\"{transport}\"]\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n\
-             [journal]\ndir = \"{d}/journal\"\nfsync = \"{fsync}\"\n\n[log]\nlevel = \"warn\"\nformat = \"json\"\n\n\
-             [sinks.events]\ntype = \"file\"\npath = \"{d}/events.jsonl\"\nfsync = \"never\"\n",
-            d = dir.path().display(),
-        ),
-    )
-    .unwrap();
-    let daemon = Proc(
-        Command::new(bin)
-            .args(["run", "--config"])
-            .arg(&config)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let daemon = chatwatch_on(bin, port, transport, fsync, dir.path()).await;
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !http
-        .get(format!("http://127.0.0.1:{admin}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "chatwatch never subscribed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let pid = daemon.0.id();
     let events = dir.path().join("events.jsonl");
     let cpu0 = cpu_secs(pid);

@@ -1,12 +1,13 @@
 //! What the process benchmarks share: free loopback ports, a child process killed on drop, the
-//! Faye server of the tests started as a peer, and a process's resident memory and CPU time
-//! read from `/proc`.
+//! Faye server of the tests started as a peer, a release `chatwatch run` subscribed to it, and a
+//! process's resident memory and CPU time read from `/proc`.
 
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// Clock ticks per second of `/proc/<pid>/stat` times (Linux: 100 on every common platform).
 const TICKS_PER_SEC: f64 = 100.0;
@@ -75,4 +76,49 @@ pub fn faye() -> (Proc, u16) {
         .parse()
         .unwrap();
     (Proc(child), port)
+}
+
+/// Starts `bin` (a `chatwatch` binary) as `chatwatch run` in `dir` against the plain Bayeux
+/// server on `port`: one account on `transport` only, the journal with `fsync`, a file sink
+/// `dir/events.jsonl` (`fsync = "never"`), warnings only; returns once `/readyz` says it is
+/// subscribed.
+pub async fn chatwatch_on(bin: &Path, port: u16, transport: &str, fsync: &str, dir: &Path) -> Proc {
+    let admin = free_port();
+    let config = dir.join("chatwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[accounts]]\nname = \"main\"\nurl = \"http://127.0.0.1:{port}\"\nserver = \"bayeux\"\n\
+             use_env_proxy = false\ntransports = [\"{transport}\"]\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n\
+             [journal]\ndir = \"{d}/journal\"\nfsync = \"{fsync}\"\n\n[log]\nlevel = \"warn\"\nformat = \"json\"\n\n\
+             [sinks.events]\ntype = \"file\"\npath = \"{d}/events.jsonl\"\nfsync = \"never\"\n",
+            d = dir.display(),
+        ),
+    )
+    .unwrap();
+    let daemon = Proc(
+        Command::new(bin)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !http
+        .get(format!("http://127.0.0.1:{admin}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "chatwatch never subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon
 }

@@ -263,7 +263,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<PathB
         }
         if let Some(api) = running.api {
             let chat = tokio::select! {
-                r = waiting_chat(&sim, &desk, step) => r?,
+                r = life_cycle(&sim, &desk, step, "Casey (waits for you)", Ending::Open) => r?,
                 _ = shutdown.cancelled() => return Ok(()),
             };
             print_api_lines(api, &api_token, &chat, opts.rule_after);
@@ -301,32 +301,6 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<PathB
     served?;
     println!("events written to {}", dir.join("events.jsonl").display());
     Ok(dir)
-}
-
-/// A chat the agent accepted and keeps open, for the visitor to leave through the API.
-async fn waiting_chat(
-    sim: &Simulator,
-    desk: &GwsSession,
-    step: Duration,
-) -> Result<String, SessionError> {
-    let chat = sim.offer_chat(
-        AGENT,
-        ChatOffer {
-            customer_nickname: "Casey (waits for you)".to_owned(),
-            user_data: Map::new(),
-            conference: false,
-            first_message: Some("Hello, is anyone there?".to_owned()),
-        },
-    );
-    tokio::time::sleep(step).await;
-    desk.operate(
-        &chat,
-        &ChatOperation::Accept {
-            nickname: Some("Alice".into()),
-        },
-    )
-    .await?;
-    Ok(chat)
 }
 
 /// Prints the `curl` lines that list the tracked chats and leave `chat` through the API.
@@ -384,9 +358,11 @@ async fn script(
     }
 }
 
-/// How a demo chat ends after the agent's `Leave`.
+/// How a demo chat ends after the agent's messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ending {
+    /// Not left: the chat stays in `Chatting`, for the visitor to leave through the API.
+    Open,
     /// Alone in the chat: `LeftChat`, then the agent sets the disposition and completes it.
     ByHand,
     /// A conference: the leave ends it in `Completed`.
@@ -395,8 +371,8 @@ enum Ending {
     LeftAlone,
 }
 
-/// One chat: offered, accepted, a few messages, left; then ended as `ending` says. Returns the
-/// chat id.
+/// One chat: offered, accepted, a few messages, then left and ended as `ending` says (or left
+/// open). Returns the chat id.
 async fn life_cycle(
     sim: &Simulator,
     desk: &GwsSession,
@@ -438,6 +414,9 @@ async fn life_cycle(
     desk.operate(&chat, &say("Fixed: the duplicate charge is refunded."))
         .await?;
     tokio::time::sleep(step).await;
+    if ending == Ending::Open {
+        return Ok(chat);
+    }
     desk.operate(
         &chat,
         &ChatOperation::Leave(ClosingText::text("Goodbye, and thanks for chatting.")),

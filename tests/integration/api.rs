@@ -39,10 +39,12 @@ async fn start_with(wait_max: &str, extra: &str, scheme: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let api_port = free_port();
     let admin_port = free_port();
-    let text = Daemon::gws_config(sim.base_url().as_str(), PASSWORD, dir.path()).replacen(
-        "[admin]\nlisten = \"127.0.0.1:0\"",
-        &format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\""),
-        1,
+    let text = Daemon::gws_config_with(
+        sim.base_url().as_str(),
+        PASSWORD,
+        dir.path(),
+        "mode = \"agent\"",
+        admin_port,
     ) + &format!(
         r#"
 [api]

@@ -30,44 +30,11 @@ async fn desk(sim: &Simulator) -> GwsSession {
     s
 }
 
-/// A daemon configuration for the simulator at `url`: `account` is added to the account table
-/// (e.g. `mode = "agent"`), `rest` appended at the end (e.g. `[[rules]]`).
+/// A daemon configuration for the simulator at `url` (the harness's, in the listener default
+/// unless `account` says otherwise): `account` is added to the account table (e.g.
+/// `mode = "agent"`), `rest` appended at the end (e.g. `[[rules]]`).
 fn config(url: &str, dir: &Path, admin: u16, account: &str, rest: &str) -> String {
-    format!(
-        r#"
-[accounts.main]
-url = "{url}"
-username = "agent1"
-password = "{PASSWORD}"
-use_env_proxy = false
-{account}
-
-[bayeux]
-max_network_delay = "2s"
-backoff_increment = "200ms"
-max_backoff = "2s"
-default_max_interval = "2s"
-reauth_delay = "1s"
-
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[journal]
-dir = "{journal}"
-
-[log]
-level = "info,chatwatch=debug"
-format = "json"
-
-[sinks.events]
-type = "file"
-path = "{events}"
-fsync = "never"
-{rest}
-"#,
-        journal = dir.join("journal").display(),
-        events = dir.join("events.jsonl").display(),
-    )
+    Daemon::gws_config_with(url, PASSWORD, dir, account, admin) + rest
 }
 
 /// Starts the daemon on `text` in `dir` (a directory kept across restarts).

@@ -71,7 +71,23 @@ fsync = "never"
 
     /// The configuration for a GWS server (the simulator) at `url`, logging in as `agent1`
     /// with `password`; a file sink of every event and one of transitions into `LeftChat`.
+    /// The account runs in `mode = "agent"`: these tests drive the agent's contact-centre
+    /// session (bring-up order, End on shutdown); the listener default has tests of its own
+    /// (tests/integration/workflow.rs).
     pub fn gws_config(url: &str, password: &str, dir: &Path) -> String {
+        Self::gws_config_with(url, password, dir, "mode = \"agent\"", 0)
+    }
+
+    /// [`gws_config`](Self::gws_config) with `account` lines in the account table (e.g.
+    /// `overdue_after = "2s"`; nothing for the listener default) and the admin listener on
+    /// `admin` (0: any port).
+    pub fn gws_config_with(
+        url: &str,
+        password: &str,
+        dir: &Path,
+        account: &str,
+        admin: u16,
+    ) -> String {
         format!(
             r#"
 [accounts.main]
@@ -79,9 +95,7 @@ url = "{url}"
 username = "agent1"
 password = "{password}"
 use_env_proxy = false
-# These tests drive the agent's contact-centre session (bring-up order, End on shutdown); the
-# listener default has tests of its own (tests/integration/workflow.rs).
-mode = "agent"
+{account}
 
 [bayeux]
 max_network_delay = "2s"
@@ -91,7 +105,7 @@ default_max_interval = "2s"
 reauth_delay = "1s"
 
 [admin]
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:{admin}"
 
 [journal]
 dir = "{journal}"
