@@ -594,6 +594,17 @@ fn chat_op(
         );
     };
     rec.operation_name = Some(op.to_owned());
+    {
+        let mut state = shared.lock();
+        if state.unavailable_operations > 0 {
+            state.unavailable_operations -= 1;
+            return gws_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                4,
+                "Service Unavailable (simulated)",
+            );
+        }
+    }
     match shared.chat_operation(&auth.user, &auth.nickname, chat_id, op, &body) {
         Ok(reference) => Json(json!({"statusCode": 0, "referenceId": reference})).into_response(),
         Err(ChatOpError::NotFound) => gws_error(StatusCode::NOT_FOUND, 6, "Chat not found"),

@@ -341,6 +341,12 @@ impl Simulator {
         self.expire_http_sessions();
     }
 
+    /// The next `n` chat operations (of any agent) are answered with HTTP 503, the backend
+    /// unavailable, and not performed.
+    pub fn fail_next_operations(&self, n: u32) {
+        self.shared.lock().unavailable_operations = n;
+    }
+
     /// While `paused`, notifications for `agent` are dropped, not queued (as if lost in an
     /// outage); state changes still happen.
     pub fn pause_notifications(&self, agent: &str, paused: bool) {

@@ -121,6 +121,9 @@ pub(super) struct State {
     /// Ignore the `ack` of this many coming connects (as if it had been lost): the server
     /// redelivers what it already sent.
     pub ack_lost: u32,
+    /// Answer this many coming chat operations with HTTP 503 (the backend unavailable), without
+    /// performing them.
+    pub unavailable_operations: u32,
 }
 
 impl State {

@@ -490,3 +490,65 @@ do = [{ send_message = { text = "Are you still there?" } }, { complete = {} }]
     assert_eq!(of_kind(&daemon.events(), "action", &chat).len(), 1);
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_backend_is_retried_and_every_attempt_is_an_action_event() {
+    let sim = simulator().await;
+    let desk = desk(&sim).await;
+    let admin = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(
+        sim.base_url().as_str(),
+        dir.path(),
+        admin,
+        "",
+        &auto_close("1s", ""),
+    );
+    let daemon = start(dir, &text);
+    daemon.wait_listening(1).await;
+    let chat = left_chat(&sim, &desk, "Pat").await;
+    // Before the rule's time comes: the backend answers its next two operations with 503.
+    sim.fail_next_operations(2);
+    let events = daemon
+        .wait_event("the rule's Complete", |e| {
+            e["kind"] == "action"
+                && e["chat"]["id"] == chat.as_str()
+                && e["action"]["operation"] == "Complete"
+        })
+        .await;
+    let attempts: Vec<(String, u64, String, bool)> = of_kind(&events, "action", &chat)
+        .iter()
+        .map(|e| {
+            let a = &e["action"];
+            (
+                a["operation"].as_str().unwrap().to_owned(),
+                a["attempt"].as_u64().unwrap(),
+                a["outcome"].as_str().unwrap().to_owned(),
+                a["final"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let row =
+        |op: &str, attempt, outcome: &str, last| (op.to_owned(), attempt, outcome.to_owned(), last);
+    assert_eq!(
+        attempts,
+        vec![
+            row("SetDisposition", 1, "unavailable", false),
+            row("SetDisposition", 2, "unavailable", false),
+            row("SetDisposition", 3, "accepted", true),
+            row("Complete", 1, "accepted", true),
+        ]
+    );
+    let unavailable = &of_kind(&events, "action", &chat)[0]["action"];
+    assert_eq!(unavailable["http_status"], 503, "{unavailable}");
+    assert_eq!(requests_for(&sim, &chat, "SetDisposition"), 3);
+    assert_eq!(sim.chat(&chat).unwrap()["state"], "Completed");
+    wait_metric(
+        admin,
+        "chatwatch_rule_actions_total",
+        "outcome=\"unavailable\"",
+        |v| v == 2.0,
+    )
+    .await;
+    sim.shutdown().await;
+}
