@@ -592,6 +592,15 @@ async fn gws_outcomes_map_to_documented_statuses() {
         .op(&chat, "send-message", "", json!({"text": "still here"}))
         .await;
     assert_eq!(a.status, 202, "{}", a.body);
+    // The backend unavailable: 503, and the API does not retry on the caller's behalf.
+    let before = f.sent(&chat).len();
+    f.sim.fail_next_operations(1);
+    let a = f
+        .op(&chat, "send-message", "", json!({"text": "anyone?"}))
+        .await;
+    is_problem(&a, 503, "gws-unavailable");
+    assert_eq!(a.body["operation"], "SendMessage", "{}", a.body);
+    assert_eq!(f.sent(&chat).len(), before + 1, "one request, not retried");
 }
 
 /// The schemathesis CLI: `$SCHEMATHESIS_BIN`, or `target/api-venv/bin/schemathesis`.
